@@ -1,0 +1,225 @@
+"""Pre-encoded training examples: the record schema, ArrayRecord shards, and a random-access source.
+
+One record is one clip (docs/design.md, "Pre-encoded training example"):
+
+| name        | shape              | meaning                                               |
+|-------------|--------------------|-------------------------------------------------------|
+| `target`    | `[T', H', 2W', C]` | scaled VAE latent of `V (+) D` (what is denoised)      |
+| `canvas`    | `[T', H', 2W', C]` | scaled VAE latent of the Eq. 2 canvas `C`              |
+| `mask`      | `[T', H', 2W', 1]` | `M = M_r (+) M_m`                                      |
+| `text`      | `[L, D_text]`      | LLaMA hidden states (the null prompt's when no caption) |
+| `text_mask` | `[L]`              | 1 for valid (right padded) text tokens                 |
+| `pooled`    | `[D_pooled]`       | CLIP pooled output                                     |
+
+plus JSON metadata (`clip_id`, `source`, `start`, `num_frames`, `fps`, ...).
+
+A record is `MAGIC | u32 header length | JSON header | raw array bytes`; the header names each
+array's dtype, shape and offset and carries `schema_version`, so a reader refuses records written
+by an incompatible version instead of misreading them. A shard `NAME.array_record` has a sidecar
+`NAME.json` listing its clip ids and latent shapes (what the loader needs to bucket by shape
+without decoding); the sidecar is written last, so a shard without one is unfinished.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import ml_dtypes
+import numpy as np
+
+from dreamactor_jax.utils import atomic_path, write_text_atomic
+
+SCHEMA_VERSION = 1
+MAGIC = b"DAJX"
+SHARD_SUFFIX = ".array_record"
+REQUIRED = ("target", "canvas", "mask", "text", "text_mask", "pooled")
+_DTYPES = {
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+    "int32": np.dtype(np.int32),
+    "uint8": np.dtype(np.uint8),
+    "bool": np.dtype(np.bool_),
+}
+
+
+def validate_example(arrays: Mapping[str, np.ndarray], what: str = "example") -> None:
+    """Checks the names and the shape relations of one example; raises ValueError naming the problem."""
+    missing = [k for k in REQUIRED if k not in arrays]
+    if missing:
+        raise ValueError(f"{what}: missing arrays {missing} (need {list(REQUIRED)})")
+    t, c, m = arrays["target"], arrays["canvas"], arrays["mask"]
+    if t.ndim != 4:
+        raise ValueError(f"{what}: target must be [T', H', 2W', C], got shape {t.shape}")
+    if c.shape != t.shape:
+        raise ValueError(f"{what}: canvas shape {c.shape} differs from target shape {t.shape}")
+    if m.shape != t.shape[:3] + (1,):
+        raise ValueError(f"{what}: mask shape {m.shape}, expected {t.shape[:3] + (1,)}")
+    if t.shape[2] % 2:
+        raise ValueError(f"{what}: canvas latent width {t.shape[2]} is odd (must be 2W')")
+    tx, tm, p = arrays["text"], arrays["text_mask"], arrays["pooled"]
+    if tx.ndim != 2 or tm.shape != tx.shape[:1] or p.ndim != 1:
+        raise ValueError(f"{what}: text {tx.shape} / text_mask {tm.shape} / pooled {p.shape} "
+                         "must be [L, D] / [L] / [D]")
+
+
+def encode_example(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> bytes:
+    """Serialises one example (arrays + JSON-able metadata) into record bytes."""
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    validate_example(arrays)
+    entries, chunks, offset = [], [], 0
+    for name, a in arrays.items():
+        dt = next((k for k, d in _DTYPES.items() if d == a.dtype), None)
+        if dt is None:
+            raise ValueError(f"example array {name!r}: unsupported dtype {a.dtype}")
+        b = a.tobytes()
+        entries.append([name, dt, list(a.shape), offset, len(b)])
+        chunks.append(b)
+        offset += len(b)
+    header = json.dumps({"schema_version": SCHEMA_VERSION, "arrays": entries,
+                         "meta": dict(meta or {})}).encode()
+    return MAGIC + struct.pack("<I", len(header)) + header + b"".join(chunks)
+
+
+def decode_example(data: bytes, where: str = "record") -> tuple[dict[str, np.ndarray], dict]:
+    """Inverse of `encode_example`: returns (arrays, meta); a bad record raises ValueError naming `where`."""
+    if len(data) < 8 or data[:4] != MAGIC:
+        raise ValueError(f"{where}: not a dreamactor example record (bad magic; corrupt shard?)")
+    (n,) = struct.unpack("<I", data[4:8])
+    try:
+        header = json.loads(data[8:8 + n])
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{where}: unreadable record header ({e}); corrupt shard?") from None
+    version = header.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"{where}: record schema version {version}, this code reads {SCHEMA_VERSION}; "
+                         "re-run tools/preprocess.py")
+    body = memoryview(data)[8 + n:]
+    arrays = {}
+    for name, dt, shape, off, nbytes in header["arrays"]:
+        dtype = _DTYPES[dt]
+        if off + nbytes > len(body) or nbytes != int(np.prod(shape)) * dtype.itemsize:
+            raise ValueError(f"{where}: array {name!r} is truncated; corrupt shard?")
+        arrays[name] = np.frombuffer(body[off:off + nbytes], dtype=dtype).reshape(shape)
+    validate_example(arrays, where)
+    return arrays, header["meta"]
+
+
+def sidecar_path(shard: str | os.PathLike) -> Path:
+    shard = Path(shard)
+    return shard.with_name(shard.name[: -len(SHARD_SUFFIX)] + ".json")
+
+
+def write_shard(path: str | os.PathLike, examples: Iterable[tuple[Mapping[str, np.ndarray], Mapping]]) -> int:
+    """Writes (arrays, meta) pairs into one ArrayRecord shard and its sidecar, atomically.
+
+    Returns the number of records. The shard appears under its name only when complete; the sidecar
+    (clip ids and latent shapes) is renamed into place after it, marking the shard finished.
+    """
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    path = Path(path)
+    if not path.name.endswith(SHARD_SUFFIX):
+        raise ValueError(f"shard path {path}: name must end with {SHARD_SUFFIX}")
+    records = []
+    with atomic_path(path, suffix=SHARD_SUFFIX) as tmp:
+        writer = ArrayRecordWriter(str(tmp), "group_size:1")
+        try:
+            for arrays, meta in examples:
+                writer.write(encode_example(arrays, meta))
+                records.append({"clip_id": str(meta.get("clip_id", len(records))),
+                                "shape": list(np.shape(arrays["target"])[:3])})
+        finally:
+            writer.close()
+    write_text_atomic(sidecar_path(path), json.dumps(
+        {"schema_version": SCHEMA_VERSION, "records": records}, indent=1))
+    return len(records)
+
+
+def list_shards(folder: str | os.PathLike) -> list[Path]:
+    """Finished shards in `folder` (those with a sidecar), sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"shard folder {folder} does not exist")
+    return sorted(p for p in folder.glob("*" + SHARD_SUFFIX)
+                  if not p.name.startswith(".") and sidecar_path(p).exists())
+
+
+def read_sidecar(shard: str | os.PathLike) -> list[dict]:
+    """The sidecar's per-record entries (`clip_id`, `shape` = [T', H', 2W'])."""
+    side = sidecar_path(shard)
+    try:
+        info = json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"shard index {side}: unreadable ({e})") from None
+    if info.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"shard index {side}: schema version {info.get('schema_version')}, "
+                         f"this code reads {SCHEMA_VERSION}; re-run tools/preprocess.py")
+    return info["records"]
+
+
+class ShardSource:
+    """Random access over the records of several shards: `source[i] -> (arrays, meta)`.
+
+    Readers open lazily (so the object pickles into Grain workers); any failure to open or decode
+    raises ValueError naming the shard file and record index.
+    """
+
+    def __init__(self, shards: Iterable[str | os.PathLike]):
+        self.shards = [Path(s) for s in shards]
+        if not self.shards:
+            raise ValueError("shards: empty list (no finished *.array_record shard found)")
+        self.records = [read_sidecar(s) for s in self.shards]
+        self.starts = np.cumsum([0] + [len(r) for r in self.records]).tolist()
+        self._readers: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def shape(self, index: int) -> tuple[int, int, int]:
+        """Latent (T', H', 2W') of record `index`, from the sidecar (no decoding)."""
+        s, j = self._locate(index)
+        return tuple(self.records[s][j]["shape"])
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"record index {index} out of range [0, {len(self)})")
+        s = bisect.bisect_right(self.starts, index) - 1
+        return s, index - self.starts[s]
+
+    def _reader(self, s: int):
+        if s not in self._readers:
+            from array_record.python.array_record_module import ArrayRecordReader
+            try:
+                r = ArrayRecordReader(str(self.shards[s]))
+                n = r.num_records()
+            except Exception as e:  # array_record raises RuntimeError/OSError variants
+                raise ValueError(f"shard {self.shards[s]}: cannot open ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:200]}); corrupt or truncated?") from None
+            if n != len(self.records[s]):
+                raise ValueError(f"shard {self.shards[s]}: holds {n} records, its index lists "
+                                 f"{len(self.records[s])}; corrupt or mismatched sidecar")
+            self._readers[s] = r
+        return self._readers[s]
+
+    def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray], dict]:
+        s, j = self._locate(int(index))
+        where = f"shard {self.shards[s]} record {j}"
+        try:
+            (data,) = self._reader(s).read([j])
+        except ValueError:
+            raise
+        except Exception as e:
+            raise ValueError(f"{where}: cannot read ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200]}); corrupt shard?") from None
+        return decode_example(data, where)
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_readers"] = {}
+        return d
