@@ -1,0 +1,1 @@
+"""Sampling: flow-matching schedule, denoising loop, long videos."""
