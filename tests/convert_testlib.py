@@ -1,0 +1,170 @@
+"""Helpers for the conversion tests: tiny random diffusers models and the original-format inverse.
+
+`to_original` rebuilds an original (Tencent) HunyuanVideo state dict from a diffusers one. It is
+written here independently of `dreamactor_jax.weights.original_map` (fusing instead of splitting),
+so a round trip through both checks the converter's table rather than repeating it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+
+from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
+
+
+def tiny_transformer(cfg: MMDiTConfig, seed: int = 0):
+    """diffusers HunyuanVideoTransformer3DModel with every tensor random (norms around 1)."""
+    torch.manual_seed(seed)
+    model = diffusers.HunyuanVideoTransformer3DModel(**cfg.to_diffusers_config()).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1 and "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+            elif p.ndim == 1:
+                p.copy_(0.05 * torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) / np.sqrt(p[0].numel()))
+    return model
+
+
+def make_inputs(cfg: MMDiTConfig, seed: int = 1, frames: int = 3, height: int = 4, width: int = 6, text_len: int = 5):
+    """Random channels-last model inputs, batch 2 with uneven text padding."""
+    rng = np.random.default_rng(seed)
+    b = 2
+    mask = np.zeros((b, text_len), np.int64)
+    mask[0, :] = 1
+    mask[1, :2] = 1
+    return dict(
+        x=rng.standard_normal((b, frames, height, width, cfg.in_channels)).astype(np.float32),
+        timestep=np.array([937.5, 81.25], np.float32),
+        text=rng.standard_normal((b, text_len, cfg.text_embed_dim)).astype(np.float32),
+        text_mask=mask,
+        pooled=rng.standard_normal((b, cfg.pooled_projection_dim)).astype(np.float32),
+        guidance=np.array([6000.0, 3500.0], np.float32) if cfg.guidance_embeds else None,
+    )
+
+
+def torch_forward(model, inp) -> np.ndarray:
+    """The diffusers forward on channels-last inputs; returns channels-last output."""
+    t = lambda a: None if a is None else torch.from_numpy(a)
+    kwargs = {}
+    if inp["guidance"] is not None:
+        kwargs["guidance"] = t(inp["guidance"])
+    with torch.no_grad():
+        out = model(
+            hidden_states=t(inp["x"]).permute(0, 4, 1, 2, 3),
+            timestep=t(inp["timestep"]),
+            encoder_hidden_states=t(inp["text"]),
+            encoder_attention_mask=t(inp["text_mask"]),
+            pooled_projections=t(inp["pooled"]),
+            return_dict=False,
+            **kwargs,
+        )[0]
+    return out.permute(0, 2, 3, 4, 1).numpy()
+
+
+def rel_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+# ----------------------------------------------------------------------------- original format
+
+# diffusers suffix inside a dual block -> original suffix (plain renames)
+_DUAL = {
+    "norm1.linear": "img_mod.linear",
+    "norm1_context.linear": "txt_mod.linear",
+    "attn.norm_q": "img_attn_q_norm",
+    "attn.norm_k": "img_attn_k_norm",
+    "attn.norm_added_q": "txt_attn_q_norm",
+    "attn.norm_added_k": "txt_attn_k_norm",
+    "attn.to_out.0": "img_attn_proj",
+    "attn.to_add_out": "txt_attn_proj",
+    "ff.net.0.proj": "img_mlp.fc1",
+    "ff.net.2": "img_mlp.fc2",
+    "ff_context.net.0.proj": "txt_mlp.fc1",
+    "ff_context.net.2": "txt_mlp.fc2",
+}
+_TOP = {
+    "x_embedder.proj": "img_in.proj",
+    "time_text_embed.timestep_embedder.linear_1": "time_in.mlp.0",
+    "time_text_embed.timestep_embedder.linear_2": "time_in.mlp.2",
+    "time_text_embed.guidance_embedder.linear_1": "guidance_in.mlp.0",
+    "time_text_embed.guidance_embedder.linear_2": "guidance_in.mlp.2",
+    "time_text_embed.text_embedder.linear_1": "vector_in.in_layer",
+    "time_text_embed.text_embedder.linear_2": "vector_in.out_layer",
+    "context_embedder.proj_in": "txt_in.input_embedder",
+    "context_embedder.time_text_embed.timestep_embedder.linear_1": "txt_in.t_embedder.mlp.0",
+    "context_embedder.time_text_embed.timestep_embedder.linear_2": "txt_in.t_embedder.mlp.2",
+    "context_embedder.time_text_embed.text_embedder.linear_1": "txt_in.c_embedder.linear_1",
+    "context_embedder.time_text_embed.text_embedder.linear_2": "txt_in.c_embedder.linear_2",
+    "proj_out": "final_layer.linear",
+}
+_REFINER = {
+    "norm1": "norm1",
+    "norm2": "norm2",
+    "attn.to_out.0": "self_attn_proj",
+    "ff.net.0.proj": "mlp.fc1",
+    "ff.net.2": "mlp.fc2",
+    "norm_out.linear": "adaLN_modulation.1",
+}
+
+
+def to_original(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """diffusers transformer state dict (numpy) -> the original release's names and fusions."""
+    sd = dict(sd)
+    out: dict[str, np.ndarray] = {}
+
+    def fuse(new_key: str, parts: list[str]) -> None:
+        out[new_key] = np.concatenate([sd.pop(p) for p in parts], axis=0)
+
+    for key in [k for k in sd if k.startswith("transformer_blocks.")]:
+        if key not in sd:
+            continue
+        i, stem, leaf = re.match(r"transformer_blocks\.(\d+)\.(.+)\.(weight|bias)$", key).groups()
+        pre = f"transformer_blocks.{i}"
+        if stem in ("attn.to_q", "attn.to_k", "attn.to_v"):
+            fuse(f"double_blocks.{i}.img_attn_qkv.{leaf}", [f"{pre}.attn.to_{c}.{leaf}" for c in "qkv"])
+        elif stem in ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"):
+            fuse(f"double_blocks.{i}.txt_attn_qkv.{leaf}", [f"{pre}.attn.add_{c}_proj.{leaf}" for c in "qkv"])
+        else:
+            out[f"double_blocks.{i}.{_DUAL[stem]}.{leaf}"] = sd.pop(key)
+    for key in [k for k in sd if k.startswith("single_transformer_blocks.")]:
+        if key not in sd:
+            continue
+        i, stem, leaf = re.match(r"single_transformer_blocks\.(\d+)\.(.+)\.(weight|bias)$", key).groups()
+        pre = f"single_transformer_blocks.{i}"
+        if stem in ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"):
+            fuse(f"single_blocks.{i}.linear1.{leaf}", [f"{pre}.attn.to_{c}.{leaf}" for c in "qkv"] + [f"{pre}.proj_mlp.{leaf}"])
+        else:
+            name = {"proj_out": "linear2", "attn.norm_q": "q_norm", "attn.norm_k": "k_norm", "norm.linear": "modulation.linear"}[stem]
+            out[f"single_blocks.{i}.{name}.{leaf}"] = sd.pop(key)
+    for key in [k for k in sd if k.startswith("context_embedder.token_refiner.refiner_blocks.")]:
+        if key not in sd:
+            continue
+        i, stem, leaf = re.match(r"context_embedder\.token_refiner\.refiner_blocks\.(\d+)\.(.+)\.(weight|bias)$", key).groups()
+        pre = f"context_embedder.token_refiner.refiner_blocks.{i}"
+        new = f"txt_in.individual_token_refiner.blocks.{i}"
+        if stem in ("attn.to_q", "attn.to_k", "attn.to_v"):
+            fuse(f"{new}.self_attn_qkv.{leaf}", [f"{pre}.attn.to_{c}.{leaf}" for c in "qkv"])
+        else:
+            out[f"{new}.{_REFINER[stem]}.{leaf}"] = sd.pop(key)
+    for key in list(sd):
+        stem, leaf = key.rsplit(".", 1)
+        if stem == "norm_out.linear":  # diffusers (scale, shift) -> original (shift, scale)
+            scale, shift = np.split(sd.pop(key), 2, axis=0)
+            out[f"final_layer.adaLN_modulation.1.{leaf}"] = np.concatenate([shift, scale], axis=0)
+        else:
+            out[f"{_TOP[stem]}.{leaf}"] = sd.pop(key)
+    assert not sd, sorted(sd)
+    return out
+
+
+def state_dict_numpy(model) -> dict[str, np.ndarray]:
+    return {k: v.detach().float().numpy().copy() for k, v in model.state_dict().items()}
