@@ -1,0 +1,156 @@
+"""Orbax checkpoints of a training run: adapter, optimizer state, step, RNG and the Grain iterator.
+
+One checkpoint (`<workdir>/checkpoints/<step>/`) holds three items:
+- `state`: the train-state pytree `{step, lora, opt_state, rng}` (sharded arrays, Orbax PyTree),
+- `data`: the Grain iterator position, one JSON per process (grain's Orbax handler),
+- `meta`: JSON with the config *fingerprint* (model architecture + LoRA shape) and the full config.
+Resuming from a checkpoint whose fingerprint differs from the run's is an error, not a silent
+partial load. `PreemptionGuard` turns SIGTERM into "save at the next step, then exit".
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any, Mapping
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+def diff_fingerprints(saved: Mapping, current: Mapping, prefix: str = "") -> list[str]:
+    """Readable differences between two nested fingerprint dicts."""
+    out = []
+    for k in sorted(set(saved) | set(current)):
+        a, b = saved.get(k, "<absent>"), current.get(k, "<absent>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += diff_fingerprints(a, b, f"{prefix}{k}.")
+        elif a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
+            out.append(f"{prefix}{k}: checkpoint {a!r} vs run {b!r}")
+    return out
+
+
+class Checkpointer:
+    """Keep-N Orbax checkpoint manager for one run directory."""
+
+    def __init__(self, directory: str | Path, fingerprint: Mapping, config: Mapping | None = None,
+                 keep: int = 3, async_save: bool = True):
+        self.directory = Path(directory).absolute()
+        self.fingerprint = dict(fingerprint)
+        self.config = dict(config or {})
+        self.mngr = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                 enable_async_checkpointing=async_save),
+            item_names=("state", "data", "meta"))
+
+    def latest_step(self) -> int | None:
+        return self.mngr.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.mngr.all_steps())
+
+    def check_compatible(self, step: int) -> None:
+        """Raises ValueError if checkpoint `step` was made with another model/LoRA config."""
+        meta = self.mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        diffs = diff_fingerprints(json_normal(meta.get("fingerprint", {})), json_normal(self.fingerprint))
+        if diffs:
+            raise ValueError(f"checkpoint {self.directory}/{step} was made with another config "
+                             f"({'; '.join(diffs[:4])}); use a fresh --workdir")
+
+    def save(self, step: int, state: Any, data_iter: Any = None, force: bool = False) -> bool:
+        args = {"state": ocp.args.StandardSave(state),
+                "meta": ocp.args.JsonSave({"fingerprint": json_normal(self.fingerprint),
+                                           "config": json_normal(self.config), "step": int(step)})}
+        if data_iter is not None:
+            args["data"] = grain.checkpoint.CheckpointSave(data_iter)
+        return self.mngr.save(int(step), args=ocp.args.Composite(**args), force=force)
+
+    def restore(self, abstract_state: Any, data_iter: Any = None, step: int | None = None) -> Any:
+        """Restores `state` into the shardings/dtypes of `abstract_state` (and the iterator in place)."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise ValueError(f"checkpoint dir {self.directory}: no checkpoint to restore")
+        self.check_compatible(step)
+        args = {"state": ocp.args.StandardRestore(abstract_state)}
+        if data_iter is not None:
+            args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+        return self.mngr.restore(step, args=ocp.args.Composite(**args)).state
+
+    def wait(self) -> None:
+        self.mngr.wait_until_finished()
+
+    def close(self) -> None:
+        self.mngr.wait_until_finished()
+        self.mngr.close()
+
+
+def restore_lora(directory: str | Path, fingerprint: Mapping, shardings: Any = None) -> Any:
+    """The adapter of the latest checkpoint in `directory` (a workdir or its `checkpoints/`): warm start.
+
+    The fingerprint must match (same backbone and LoRA shape); optimizer state and step are not taken.
+    """
+    d = Path(directory)
+    if (d / "checkpoints").is_dir():
+        d = d / "checkpoints"
+    if not d.is_dir():
+        raise FileNotFoundError(f"init_lora {directory}: no such checkpoint folder")
+    ck = Checkpointer(d, fingerprint, async_save=False)
+    step = ck.latest_step()
+    if step is None:
+        raise ValueError(f"init_lora {directory}: holds no checkpoint")
+    ck.check_compatible(step)
+    state = ck.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+    ck.close()
+    lora = state["lora"]
+    if shardings is not None:
+        lora = jax.device_put(lora, shardings)
+    return lora
+
+
+def json_normal(x: Any) -> Any:
+    """Tuples to lists, numpy scalars to Python, so fingerprints compare equal after a JSON round trip."""
+    if isinstance(x, Mapping):
+        return {str(k): json_normal(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_normal(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+class PreemptionGuard:
+    """SIGTERM sets a flag instead of killing the process; the loop saves a checkpoint and exits.
+
+    With several processes the flag is OR-ed across them (at the steps the loop asks), so every
+    process saves the same step.
+    """
+
+    def __init__(self, signals=(signal.SIGTERM,)):
+        self.signals = signals
+        self.requested = False
+        self._previous = {}
+
+    def _handler(self, signum, frame):
+        self.requested = True
+
+    def __enter__(self) -> "PreemptionGuard":
+        for s in self.signals:
+            try:
+                self._previous[s] = signal.signal(s, self._handler)
+            except ValueError:  # not the main thread: no handler, never preempted
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+
+    def should_stop(self) -> bool:
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+        flags = multihost_utils.process_allgather(np.asarray(self.requested, np.int32))
+        return bool(np.any(flags))
