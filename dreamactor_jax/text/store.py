@@ -1,0 +1,98 @@
+"""The text-embeddings file: what `tools/encode_text.py` writes and training / sampling read.
+
+One safetensors file (no torch needed to read it):
+  text [N, L, D] float32      LLaMA hidden states (L = 256 for T2V; image tokens + text for I2V)
+  text_mask [N, L] int32      1 for real tokens, right padded
+  pooled [N, 768] float32     CLIP-L pooled output
+  null_text [1, L, D], null_text_mask [1, L], null_pooled [1, 768]   the empty prompt (for CFG)
+metadata: ids (JSON list of N keys), prompts (JSON list), text_source (gemini / file / none / ...),
+and the encoder settings (mode, model, crop_start, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from dreamactor_jax.utils import atomic_path
+
+
+@dataclasses.dataclass
+class TextEmbeddings:
+    """A batch of backbone text inputs (numpy)."""
+    text: np.ndarray        # [N, L, D] float32
+    text_mask: np.ndarray   # [N, L] int32
+    pooled: np.ndarray      # [N, P] float32
+
+    def __post_init__(self):
+        n = self.text.shape[0]
+        if self.text.ndim != 3 or self.text_mask.shape != self.text.shape[:2] \
+                or self.pooled.ndim != 2 or self.pooled.shape[0] != n:
+            raise ValueError(f"embeddings: inconsistent shapes text {self.text.shape}, "
+                             f"text_mask {self.text_mask.shape}, pooled {self.pooled.shape}")
+
+    def __len__(self) -> int:
+        return self.text.shape[0]
+
+    def take(self, index) -> "TextEmbeddings":
+        """Rows `index` (an int keeps the batch axis)."""
+        index = [index] if isinstance(index, (int, np.integer)) else index
+        return TextEmbeddings(self.text[index], self.text_mask[index], self.pooled[index])
+
+    @staticmethod
+    def concat(parts: list["TextEmbeddings"]) -> "TextEmbeddings":
+        return TextEmbeddings(np.concatenate([p.text for p in parts]),
+                              np.concatenate([p.text_mask for p in parts]),
+                              np.concatenate([p.pooled for p in parts]))
+
+
+def save_text_embeddings(path: str | os.PathLike, emb: TextEmbeddings, ids: list[str],
+                         *, null: TextEmbeddings | None = None, prompts: list[str] | None = None,
+                         meta: dict | None = None) -> None:
+    """Writes the embeddings file atomically (safetensors)."""
+    from safetensors.numpy import save_file
+    if len(ids) != len(emb):
+        raise ValueError(f"ids: {len(ids)} ids for {len(emb)} embeddings")
+    if len(set(ids)) != len(ids):
+        raise ValueError("ids: duplicate ids")
+    if prompts is not None and len(prompts) != len(ids):
+        raise ValueError(f"prompts: {len(prompts)} prompts for {len(ids)} ids")
+    tensors = {"text": emb.text.astype(np.float32), "text_mask": emb.text_mask.astype(np.int32),
+               "pooled": emb.pooled.astype(np.float32)}
+    if null is not None:
+        if null.text.shape[1:] != emb.text.shape[1:]:
+            raise ValueError(f"null: text shape {null.text.shape} does not match {emb.text.shape}")
+        tensors.update(null_text=null.text.astype(np.float32),
+                       null_text_mask=null.text_mask.astype(np.int32),
+                       null_pooled=null.pooled.astype(np.float32))
+    metadata = {"ids": json.dumps(list(ids), ensure_ascii=False), "format": "dreamactor-text-v1"}
+    if prompts is not None:
+        metadata["prompts"] = json.dumps(list(prompts), ensure_ascii=False)
+    for k, v in (meta or {}).items():
+        metadata[k] = v if isinstance(v, str) else json.dumps(v)
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def load_text_embeddings(path: str | os.PathLike) -> dict:
+    """Reads an embeddings file: {"emb": TextEmbeddings, "null": TextEmbeddings | None,
+    "ids": [...], "index": {id: row}, "prompts": [...] | None, "meta": {str: str}}."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: text embeddings file not found")
+    with safe_open(str(path), framework="np") as f:
+        meta = dict(f.metadata() or {})
+    if meta.get("format") != "dreamactor-text-v1":
+        raise ValueError(f"{path}: not a dreamactor text embeddings file (format {meta.get('format')!r})")
+    t = load_file(str(path))
+    emb = TextEmbeddings(t["text"], t["text_mask"], t["pooled"])
+    null = (TextEmbeddings(t["null_text"], t["null_text_mask"], t["null_pooled"])
+            if "null_text" in t else None)
+    ids = json.loads(meta.pop("ids"))
+    prompts = json.loads(meta.pop("prompts")) if "prompts" in meta else None
+    return {"emb": emb, "null": null, "ids": ids, "index": {k: i for i, k in enumerate(ids)},
+            "prompts": prompts, "meta": meta}
