@@ -227,3 +227,60 @@ def test_stack_channels_errors():
         ic.stack_channels(n, n, np.ones((3, 2, 8, 2)))
     with pytest.raises(ValueError, match="mask"):
         ic.mask_condition(n, np.ones((2, 2, 8, 1)))
+
+
+# ------------------------------------------------------------------ against diffusers' pipeline
+@pytest.mark.slow  # importing diffusers' pipelines takes ~10-30 s on a busy CPU
+def test_channel_stack_matches_diffusers_i2v_pipeline():
+    """Runs diffusers' HunyuanVideo I2V pipeline (tiny random VAE, a transformer that records its
+    input) and rebuilds the recorded 33-channel input with `stack_channels` and `make_mask`: same
+    channel order [noise, condition, mask], same mask (our M_r panel), condition zero where M is 0."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    from diffusers import AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler
+    from diffusers.configuration_utils import ConfigMixin, register_to_config
+    from diffusers.models.modeling_utils import ModelMixin
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import (
+        HunyuanVideoImageToVideoPipeline,
+    )
+    from PIL import Image
+
+    class Recorder(ModelMixin, ConfigMixin):
+        @register_to_config
+        def __init__(self, in_channels=33, image_condition_type="latent_concat", guidance_embeds=False):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))
+            self.inputs = []
+
+        def forward(self, hidden_states, timestep, encoder_hidden_states, encoder_attention_mask,
+                    pooled_projections, guidance=None, attention_kwargs=None, return_dict=True):
+            self.inputs.append(hidden_states.detach().clone())
+            return (torch.zeros_like(hidden_states[:, :16]),)
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLHunyuanVideo(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4).eval()
+    rec = Recorder()
+    pipe = HunyuanVideoImageToVideoPipeline(
+        text_encoder=None, tokenizer=None, transformer=rec, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        text_encoder_2=None, tokenizer_2=None, image_processor=None,
+    )
+    h, w, t = 32, 48, 9
+    img = Image.fromarray(np.random.default_rng(9).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    with torch.no_grad():
+        pipe(image=img, height=h, width=w, num_frames=t, num_inference_steps=1,
+             prompt_embeds=torch.randn(1, 4, 4096), pooled_prompt_embeds=torch.randn(1, 768),
+             prompt_attention_mask=torch.ones(1, 4), output_type="latent", return_dict=False)
+        image = pipe.video_processor.preprocess(img, h, w)[:, :, None]
+        z_img = vae.encode(image).latent_dist.mode() * vae.config.scaling_factor
+    x = rec.inputs[0].permute(0, 2, 3, 4, 1).numpy()  # [B, T', H', W', 33], channels-last
+    tl, hl, wl = ic.num_latent_frames(t), h // 8, w // 8
+    assert x.shape == (1, tl, hl, wl, 33)
+
+    m_r = np.asarray(ic.make_mask(tl, hl, wl))[:, :, :wl]  # the reference panel's mask: M_r
+    np.testing.assert_array_equal(x[..., 32:], np.broadcast_to(m_r, x[..., 32:].shape))
+    cond = x[..., 16:32]
+    np.testing.assert_array_equal(cond, ic.mask_condition(cond, m_r))  # zero where M is 0
+    z0 = z_img.permute(0, 2, 3, 4, 1).numpy()[:, 0]
+    assert np.abs(cond[:, 0] - z0).max() <= 1e-5 * np.abs(z0).max()  # frame 0: the image latent
+    assert (x[..., :16] != 0).all()  # the noise channels come first
+    np.testing.assert_array_equal(ic.stack_channels(x[..., :16], cond, m_r), x)
