@@ -246,6 +246,13 @@ def test_bad_inputs(tiny_dir, t2v, i2v):
         encode_prompts(t2v, ["a"], [np.zeros((8, 8, 3), np.uint8)], progress=False)
     with pytest.raises(ValueError, match="one image per prompt"):
         encode_prompts(i2v, ["a", "b"], [np.ones((8, 8, 3), np.uint8)], progress=False)
+    bad = dataclasses.replace(i2v, cfg=dataclasses.replace(i2v.cfg, template=dataclasses.replace(
+        i2v.cfg.prompt_template, image_emb_len=N_IMG + 1, image_emb_end=None)))
+    with pytest.raises(ValueError, match=f"image_emb_len={N_IMG + 1}, but the model makes {N_IMG}"):
+        encode_prompts(bad, ["a"], [np.ones((8, 8, 3), np.uint8)], progress=False)
+    auto = dataclasses.replace(i2v, cfg=dataclasses.replace(i2v.cfg, template=dataclasses.replace(
+        i2v.cfg.prompt_template, image_emb_start=None, image_emb_end=None, image_emb_len=None)))
+    assert embed.image_slots(auto) == (5, 5 + N_IMG, N_IMG)  # <image> after bos + 4 header tokens
     with pytest.raises(FileNotFoundError, match="missing"):
         TextEncoders.load(dataclasses.replace(t2v_cfg(tiny_dir), clip_subfolder="nope"))
 

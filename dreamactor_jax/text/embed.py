@@ -26,7 +26,7 @@ import torch
 from dreamactor_jax.text.store import TextEmbeddings, load_text_embeddings, save_text_embeddings
 
 __all__ = ["PromptTemplate", "T2V_TEMPLATE", "I2V_TEMPLATE", "TextEncoderConfig", "TextEncoders",
-           "encode_prompts", "null_embeddings", "template_crop_start", "save_text_embeddings",
+           "encode_prompts", "encode_texts", "null_embeddings", "template_crop_start", "save_text_embeddings",
            "load_text_embeddings", "TextEmbeddings"]
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,12 @@ class TextEncoders:
             llm = LlavaForConditionalGeneration.from_pretrained(root, dtype=dt, **sub(cfg.llm_subfolder))
             proc = CLIPImageProcessor.from_pretrained(root, **sub(cfg.image_processor_subfolder))
         clip = CLIPTextModel.from_pretrained(root, dtype=dt, **sub(cfg.clip_subfolder))
+        t = cfg.prompt_template
+        if t.crop_start is not None:
+            counted = template_crop_start(tok, dataclasses.replace(t, crop_start=None))
+            if counted != t.crop_start:
+                log.warning("template: crop_start=%d, but this tokenizer puts %d tokens before the "
+                            "prompt (a different tokenizer than the reference's?)", t.crop_start, counted)
         return cls(cfg, tok, llm.to(cfg.device).eval(), tok2, clip.to(cfg.device).eval(), proc)
 
 
@@ -142,6 +148,30 @@ def template_crop_start(tokenizer: Any, template: PromptTemplate) -> int:
     if template.text.count("{}") != 1:
         raise ValueError("template: expected exactly one '{}' placeholder")
     return len(tokenizer(template.text.split("{}")[0]).input_ids)
+
+
+def image_slots(enc: "TextEncoders") -> tuple[int, int, int]:
+    """(start, end, length) of the image tokens in the expanded I2V sequence: from the template,
+    or, where it leaves them None, from the tokenizer (<image> position) and the model
+    (image_seq_length). A template that disagrees with the model is an error."""
+    t, cfg = enc.cfg.prompt_template, enc.text_encoder.config
+    model_len = getattr(cfg, "image_seq_length", None)
+    n = t.image_emb_len if t.image_emb_len is not None else model_len
+    if n is None:
+        raise ValueError("template: image_emb_len unknown (not in the template nor the model config)")
+    if model_len is not None and n != model_len:
+        raise ValueError(f"template: image_emb_len={n}, but the model makes {model_len} image tokens")
+    start = t.image_emb_start
+    if start is None:
+        image_token = getattr(cfg, "image_token_index", None)
+        ids = enc.tokenizer(t.text).input_ids
+        if image_token is None or image_token not in ids:
+            raise ValueError("template: no image token in the i2v template")
+        start = ids.index(image_token)
+    end = t.image_emb_end if t.image_emb_end is not None else start + n
+    if end - start != n:
+        raise ValueError(f"template: image_emb_end - image_emb_start = {end - start}, expected {n}")
+    return start, end, n
 
 
 def _pad_token_id(model: Any, tokenizer: Any) -> int:
@@ -190,8 +220,8 @@ def _llm_batch(enc: TextEncoders, prompts: list[str], images: list | None) -> tu
     if images is None or len(images) != len(prompts):
         raise ValueError(f"images: i2v needs one image per prompt, got "
                          f"{None if images is None else len(images)} for {len(prompts)}")
-    if None in (t.image_emb_start, t.image_emb_end, t.image_emb_len):
-        raise ValueError("template: i2v needs image_emb_start / image_emb_end / image_emb_len")
+    t = dataclasses.replace(t, **dict(zip(("image_emb_start", "image_emb_end", "image_emb_len"),
+                                          image_slots(enc))))
     pixels = enc.image_processor(images, return_tensors="pt").pixel_values.to(cfg.device, enc.text_encoder.dtype)
     model_cfg = enc.text_encoder.config
     image_token = getattr(model_cfg, "image_token_index", None)
@@ -282,3 +312,12 @@ def null_embeddings(enc: TextEncoders) -> TextEmbeddings:
         images = [np.zeros((64, 64, 3), np.uint8)]
     emb, _ = encode_prompts(enc, [""], images, progress=False)
     return emb
+
+
+def encode_texts(cfg: TextEncoderConfig, prompts: Sequence[str], images: Sequence | None = None, *,
+                 progress: bool = True) -> tuple[TextEmbeddings, TextEmbeddings, dict]:
+    """Loads the encoders once and returns (embeddings of `prompts`, the null prompt's, stats):
+    what launch/sample.py needs for a new prompt and its CFG branch."""
+    enc = TextEncoders.load(cfg)
+    emb, stats = encode_prompts(enc, prompts, images, progress=progress)
+    return emb, null_embeddings(enc), stats
