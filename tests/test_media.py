@@ -187,6 +187,32 @@ def test_iter_frames_close_early(coded_path):
     assert first.shape == (32, 64, 3)
 
 
+@pytest.mark.parametrize("degrees", [90, 270])
+def test_display_rotation_applied_by_every_backend(tmp_path, degrees):
+    """Phone videos store a display rotation; every backend must return the upright picture."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    frames = np.zeros((3, 32, 64, 3), np.uint8)
+    frames[:, :8, :16] = 255  # a white block at the top left
+    src = media.write_video(tmp_path / "r0.mp4", frames, fps=5)
+    dst = tmp_path / "rot.mp4"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-display_rotation", str(degrees),
+         "-i", str(src), "-c", "copy", str(dst)],
+        check=True,
+    )
+    # ffmpeg's display rotation turns the picture counter-clockwise by `degrees`
+    expected = np.rot90(frames[0, ..., 0] > 128, degrees // 90)
+    for backend in READ_BACKENDS:
+        info = media.video_info(dst, backend=backend)
+        assert (info.height, info.width) == (64, 32), backend
+        v = media.read_video(dst, backend=backend)
+        assert v.shape == (3, 64, 32, 3), backend
+        assert ((v[0, ..., 0] > 128) == expected).mean() > 0.98, backend
+
+
 def test_auto_falls_back_when_decord_cannot_copy_frames(tmp_path):
     # decord 0.6 opens a 48-pixel-wide H.264 file but fails copying frames out; auto must fall back
     p = media.write_video(tmp_path / "w48.mp4", coded_video(5, 32, 48), fps=5)

@@ -1,6 +1,7 @@
 """Reading videos: decord first, PyAV then imageio-ffmpeg when decord cannot open a file.
 
-Frames come out as `uint8 [H, W, 3]` RGB. `iter_frames` streams (a long video is never held whole);
+Frames come out as `uint8 [H, W, 3]` RGB, upright (a display rotation in the file, as phone
+videos carry, is applied by every backend). `iter_frames` streams (a long video is never held whole);
 `read_video` stacks the same frames into `[T, H, W, 3]`.
 
 Sampling rule (one rule for every backend). Source frame `i` is taken to sit at time
@@ -160,12 +161,16 @@ def _open_pyav(p: Path, num_threads: int):
         n = stream.frames
         if not n and stream.duration and stream.time_base:
             n = int(round(float(stream.duration * stream.time_base * rate)))
-        cc = stream.codec_context
-        info = VideoInfo(str(p), int(n), float(rate), int(cc.height), int(cc.width), "pyav")
+        # Probe one frame: it must decode, and it carries the display rotation (phone videos),
+        # which decord and ffmpeg apply by themselves and PyAV leaves to us.
+        first = next(container.decode(stream), None)
+        if first is None:
+            raise ValueError("no video frames")
+        turns = (int(getattr(first, "rotation", 0) or 0) % 360) // 90
+        h, w = (first.width, first.height) if turns % 2 else (first.height, first.width)
+        info = VideoInfo(str(p), int(n), float(rate), int(h), int(w), "pyav")
     finally:
         container.close()
-    if info.height == 0 or info.width == 0:
-        raise ValueError("video stream has no size")
 
     def frames(indices: Iterator[int]) -> Iterator[np.ndarray]:
         with av.open(str(p)) as c:
@@ -177,9 +182,9 @@ def _open_pyav(p: Path, num_threads: int):
             for i, frame in enumerate(c.decode(s)):
                 if i < want:
                     continue  # decoded (needed as a reference) but never converted to RGB
-                rgb = frame.to_ndarray(format="rgb24")
+                rgb = np.rot90(frame.to_ndarray(format="rgb24"), turns)
                 while want == i:
-                    yield rgb.copy()
+                    yield np.ascontiguousarray(rgb)
                     want = next(indices)
 
     return info, frames
