@@ -113,3 +113,40 @@ def test_manifest_and_bad_args(tmp_path):
         caption_items([it, it], "none")
     with pytest.raises(ValueError, match="needs a GeminiCaptioner"):
         caption_items([it], "gemini")
+
+
+def test_gemini_workers_keep_order(tmp_path):
+    """Several requests in flight: records stay in item order; stats are counted under a lock."""
+    from dreamactor_jax.text import prompts
+
+    class ByPrompt:
+        def generate_content(self, *, model, contents, config=None):
+            last = contents[-1]
+            if last == prompts.MOTION_PROMPT:
+                return recorded(MOTION)
+            if last == prompts.APPEARANCE_PROMPT:
+                return recorded(f"The character in the image is number {contents[0].inline_data.data[:1].hex()}.")
+            return recorded(FUSED + " " + last.split("number ")[1].split(".")[0])
+
+    class Files:
+        def upload(self, *, file, config=None):
+            return types.File(name="files/" + os.path.basename(file), state="ACTIVE")
+
+        def delete(self, *, name):
+            pass
+
+    class Client:
+        models, files = ByPrompt(), Files()
+
+    its = []
+    for k in range(6):
+        (tmp_path / f"{k}.mp4").write_bytes(os.urandom(64))
+        (tmp_path / f"{k}.png").write_bytes(bytes([k]) + os.urandom(64))
+        its.append(CaptionItem(str(k), str(tmp_path / f"{k}.mp4"), str(tmp_path / f"{k}.png")))
+    cap = GeminiCaptioner(GeminiConfig(), client=Client(), sleep=lambda s: None, probe_duration=lambda p: 1.0)
+    recs, rep = caption_items(its, "gemini", captioner=cap, workers=3, progress=False)
+    assert [r.id for r in recs] == [str(k) for k in range(6)]
+    assert [r.fused.split()[-1] for r in recs] == [f"{k:02x}" for k in range(6)]
+    assert rep.requests == 18 and rep.captioned == 6
+    with pytest.raises(ValueError, match="workers"):
+        caption_items(its, "gemini", captioner=cap, workers=0)

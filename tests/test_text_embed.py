@@ -186,6 +186,14 @@ def test_i2v_matches_diffusers(i2v):
                                                       max_sequence_length=MAXLEN, image_embed_interleave=2)
         assert rel_err(emb.text[i], ref[0].numpy()) < 1e-5
         np.testing.assert_array_equal(emb.text_mask[i], ref_mask[0].numpy())
+    # a prompt cut by truncation (the assistant header is lost): diffusers' fallback crop
+    long = " ".join(WORDS[20:] * 2)
+    emb_l, stats = encode_prompts(i2v, [long], images[:1], progress=False)
+    ref, ref_mask = pipe._get_llama_prompt_embeds(PIL.Image.fromarray(images[0]), [long], tmpl, device="cpu",
+                                                  dtype=torch.float32, max_sequence_length=MAXLEN)
+    assert stats["llm_truncated"] == 1 and emb_l.text.shape == ref.shape
+    assert rel_err(emb_l.text[0], ref[0].numpy()) < 1e-5
+    np.testing.assert_array_equal(emb_l.text_mask[0], ref_mask[0].numpy())
     # the image slots come first and are all valid; the text part keeps the prompt + "\n\n"
     n_words = [len(p.split()) for p in prompts]
     assert (emb.text_mask[:, :N_IMG // 2] == 1).all()

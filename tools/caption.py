@@ -2,7 +2,7 @@
 
     python tools/caption.py OUT.jsonl (--manifest ITEMS.jsonl | --video V --image I [--id ID])
         (--gemini | --captions FILE | --no-text) [--model gemini-2.5-pro] [--cache DIR]
-        [--on-error fail|fallback] [--max-video-seconds 120]
+        [--on-error fail|fallback] [--max-video-seconds 120] [--workers 4]
 
 The text path is always explicit: --gemini asks the Gemini API (key from GEMINI_API_KEY or
 GOOGLE_API_KEY; answers cached under --cache, keyed by content hash, prompt version and model, so
@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default=DEFAULT_CACHE, help="caption cache folder")
     p.add_argument("--on-error", default="fail", choices=["fail", "fallback"])
     p.add_argument("--max-video-seconds", type=float, default=120.0)
+    p.add_argument("--workers", type=int, default=4, help="gemini requests in flight at once")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
         from dreamactor_jax.text.client import GeminiCaptioner, GeminiConfig
         cfg = GeminiConfig(model=args.model, max_video_seconds=args.max_video_seconds)
         records, report = caption_items(items, "gemini", captioner=GeminiCaptioner(
-            cfg, cache=CaptionCache(args.cache)), **kw)
+            cfg, cache=CaptionCache(args.cache)), workers=args.workers, **kw)
     elif args.captions:
         records, report = caption_items(items, "file", captions=load_captions_file(args.captions), **kw)
     else:

@@ -146,14 +146,17 @@ def load_captions_file(path: str | os.PathLike) -> dict[str, dict]:
 
 def caption_items(items: Sequence[CaptionItem], mode: str, *, captioner: Any = None,
                   captions: dict[str, dict] | None = None, on_error: str = "fail",
-                  progress: bool = True) -> tuple[list[CaptionRecord], CaptionReport]:
+                  workers: int = 1, progress: bool = True) -> tuple[list[CaptionRecord], CaptionReport]:
     """Fused captions for `items` by the chosen path -> (records in item order, report).
 
     on_error="fail": the first missing / refused caption raises ValueError naming the item;
     on_error="fallback": that item gets the null prompt, counted in report.fallbacks.
+    workers: gemini requests in flight at once (threads; rate limits are retried with backoff).
     """
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    if workers < 1:
+        raise ValueError(f"workers: expected >= 1, got {workers}")
     if on_error not in ("fail", "fallback"):
         raise ValueError(f"on_error: expected 'fail' or 'fallback', got {on_error!r}")
     ids = [it.id for it in items]
@@ -190,20 +193,43 @@ def caption_items(items: Sequence[CaptionItem], mode: str, *, captioner: Any = N
     if captioner is None:
         raise ValueError("captioner: mode 'gemini' needs a GeminiCaptioner")
     report.model, report.prompt_version = captioner.cfg.model, prompts.PROMPT_VERSION
-    from tqdm.auto import tqdm
-    for it in tqdm(items, desc="captions (gemini)", unit="item", disable=not progress):
+    for it in items:
         if not it.video or not it.image:
             raise ValueError(f"item {it.id!r}: gemini captions need both a video and an image")
+
+    def one(it: CaptionItem) -> CaptionRecord:
         try:
             out = captioner.caption(it.video, it.image)
         except GeminiError as e:
             if on_error == "fail":
                 raise ValueError(f"item {it.id!r}: {e}") from None
-            report.fallbacks.append((it.id, e.reason))
-            records.append(CaptionRecord(it.id, "", f"fallback:{e.reason}"))
-            continue
-        report.captioned += 1
-        records.append(CaptionRecord(it.id, out["fused"], "gemini", out["motion"], out["appearance"]))
+            return CaptionRecord(it.id, "", f"fallback:{e.reason}")
+        return CaptionRecord(it.id, out["fused"], "gemini", out["motion"], out["appearance"])
+
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(items), desc="captions (gemini)", unit="item", disable=not progress)
+    if workers <= 1:
+        for it in items:
+            records.append(one(it))
+            bar.update()
+    else:  # requests in flight at once; results kept in item order
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(one, it) for it in items]
+            try:
+                for f in futures:
+                    records.append(f.result())
+                    bar.update()
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    bar.close()
+    for r in records:
+        if r.source.startswith("fallback:"):
+            report.fallbacks.append((r.id, r.source.split(":", 1)[1]))
+        else:
+            report.captioned += 1
     report.cache_hits = int(captioner.stats["cache_hits"])
     report.requests = int(captioner.stats["requests"])
     return records, report

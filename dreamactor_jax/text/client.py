@@ -18,6 +18,7 @@ import logging
 import mimetypes
 import os
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -171,8 +172,13 @@ class GeminiCaptioner:
         self.rng = rng or random.Random()
         self.probe_duration = probe_duration
         self.stats: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()  # one captioner may serve several worker threads
 
     # ------------------------------------------------------------------ plumbing
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.stats[name] += 1
+
     def _scrub(self, msg: str) -> str:
         return msg.replace(self._key, "***") if self._key else msg
 
@@ -203,7 +209,7 @@ class GeminiCaptioner:
                                       ) from None
                 delay = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2 ** attempt)
                 delay *= 0.5 + 0.5 * self.rng.random()
-                self.stats["retries"] += 1
+                self._count("retries")
                 log.warning("%s: %s (attempt %d/%d), retrying in %.1fs", what, reason, attempt + 1,
                             cfg.max_attempts, delay)
                 self.sleep(delay)
@@ -216,7 +222,7 @@ class GeminiCaptioner:
             config = {"temperature": self.cfg.temperature}
         for extra in range(self.cfg.answer_retries + 1):
             def call():
-                self.stats["requests"] += 1
+                self._count("requests")
                 return self.client.models.generate_content(model=self.cfg.model, contents=contents,
                                                            config=config)
             resp = self._with_retries(what, call)
@@ -225,7 +231,7 @@ class GeminiCaptioner:
             except GeminiError as e:
                 if e.reason not in ("empty", "malformed") or extra >= self.cfg.answer_retries:
                     raise
-                self.stats["answer_retries"] += 1
+                self._count("answer_retries")
                 log.warning("%s, asking again", e)
         raise AssertionError("unreachable")
 
@@ -233,7 +239,7 @@ class GeminiCaptioner:
         if self.cache is not None:
             hit = self.cache.get(kind, content_sha, prompts.PROMPT_VERSION, self.cfg.model)
             if hit is not None:
-                self.stats["cache_hits"] += 1
+                self._count("cache_hits")
                 return hit
         text = make()
         if self.cache is not None:
@@ -242,7 +248,7 @@ class GeminiCaptioner:
 
     def _check_opening(self, what: str, text: str, opening: str) -> None:
         if not text.startswith(opening):
-            self.stats["format_warnings"] += 1
+            self._count("format_warnings")
             log.warning("%s: answer does not start with %r", what, opening)
 
     # ------------------------------------------------------------------ uploads
@@ -251,7 +257,7 @@ class GeminiCaptioner:
         what = f"{path}: upload"
         f = self._with_retries(what, lambda: self.client.files.upload(
             file=str(path), config={"mime_type": mime}))
-        self.stats["uploads"] += 1
+        self._count("uploads")
         t0 = time.monotonic()
         waited = 0.0
         while True:
