@@ -45,6 +45,7 @@ def test_gemini_mode_with_fallback_and_cache(items, tmp_path):
     assert (recs[0].fused, recs[0].motion, recs[0].appearance, recs[0].source) == (FUSED, MOTION, APPEAR, "gemini")
     assert (recs[1].fused, recs[1].source) == ("", "fallback:refused")
     assert rep.captioned == 1 and rep.fallbacks == [("b", "refused")] and rep.requests == 4
+    assert rep.tokens == {"input": 3 * 1200, "output": 3 * 80}  # the refusal reported no usage
     s = rep.summary()
     assert "mode=gemini" in s and "gemini-2.5-pro" in s and "1 FALLBACKS" in s and "refused: 1" in s
     # second run: item a entirely from the cache; b is asked again (refusals are not cached)

@@ -106,6 +106,7 @@ def test_full_caption_with_recorded_responses(tmp_path, media):
     assert calls[1]["contents"][1] == prompts.APPEARANCE_PROMPT
     assert APPEAR in calls[2]["contents"][0] and MOTION in calls[2]["contents"][0]
     assert cap.stats["requests"] == 3 and cap.stats["format_warnings"] == 0
+    assert cap.stats["input_tokens"] == 3 * 1200 and cap.stats["output_tokens"] == 3 * 80
 
 
 def cfg_poll():
@@ -260,3 +261,12 @@ def test_video_duration_real_asset():
     if not os.path.exists(path):
         pytest.skip("../shared/assets absent (dance1_right.mp4: 32 frames at 8 fps)")
     assert abs(video_duration_s(path) - 4.0) < 0.2
+
+
+def test_real_client_constructs_offline():
+    """The real google-genai client is built (no request) with our timeout and no SDK retries."""
+    from dreamactor_jax.text.client import make_genai_client
+    c = make_genai_client(GeminiConfig(timeout_s=7), "k-test")
+    assert callable(c.models.generate_content) and callable(c.files.upload) and callable(c.files.get)
+    assert c._api_client._http_options.timeout == 7000
+    assert c._api_client._http_options.retry_options is None

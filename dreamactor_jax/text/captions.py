@@ -58,6 +58,7 @@ class CaptionReport:
     requests: int = 0
     model: str | None = None
     prompt_version: str | None = None
+    tokens: dict = dataclasses.field(default_factory=dict)  # input / output / thought tokens billed
 
     def summary(self) -> str:
         """One line for logs and tool output."""
@@ -67,6 +68,8 @@ class CaptionReport:
         line = f"{head}: {self.total} items, {self.captioned} captioned"
         if self.mode == "gemini":
             line += f", {self.cache_hits} cached answers, {self.requests} requests"
+            if self.tokens:
+                line += " (tokens " + ", ".join(f"{k} {v}" for k, v in self.tokens.items()) + ")"
         if self.mode == "none":
             line = f"{head}: {self.total} items, no text (null prompt) by request"
         if self.fallbacks:
@@ -232,6 +235,8 @@ def caption_items(items: Sequence[CaptionItem], mode: str, *, captioner: Any = N
             report.captioned += 1
     report.cache_hits = int(captioner.stats["cache_hits"])
     report.requests = int(captioner.stats["requests"])
+    report.tokens = {k: int(captioner.stats[f"{k}_tokens"]) for k in ("input", "output", "thought")
+                     if captioner.stats[f"{k}_tokens"]}
     return records, report
 
 

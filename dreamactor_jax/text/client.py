@@ -154,7 +154,8 @@ class GeminiCaptioner:
     """Motion, appearance and fusion captions from Gemini, cached on disk.
 
     `stats` counts: requests (generate calls made), uploads, retries (transient failures
-    retried), cache_hits, format_warnings (an answer without the required opening sentence).
+    retried), answer_retries, cache_hits, format_warnings (an answer without the required opening
+    sentence), and the billed input_tokens / output_tokens / thought_tokens the answers report.
     """
 
     def __init__(self, cfg: GeminiConfig = GeminiConfig(), client: Any = None,
@@ -226,6 +227,7 @@ class GeminiCaptioner:
                 return self.client.models.generate_content(model=self.cfg.model, contents=contents,
                                                            config=config)
             resp = self._with_retries(what, call)
+            self._count_usage(resp)
             try:
                 return answer_text(resp, what)
             except GeminiError as e:
@@ -234,6 +236,16 @@ class GeminiCaptioner:
                 self._count("answer_retries")
                 log.warning("%s, asking again", e)
         raise AssertionError("unreachable")
+
+    def _count_usage(self, resp: Any) -> None:
+        """Adds the answer's token counts (what the request is billed by) to stats."""
+        usage = getattr(resp, "usage_metadata", None)
+        for field, name in (("prompt_token_count", "input_tokens"), ("candidates_token_count", "output_tokens"),
+                            ("thoughts_token_count", "thought_tokens")):
+            n = getattr(usage, field, None) if usage is not None else None
+            if isinstance(n, int):
+                with self._lock:
+                    self.stats[name] += n
 
     def _cached(self, kind: str, content_sha: str, make: Callable[[], str]) -> str:
         if self.cache is not None:
