@@ -137,3 +137,29 @@ def test_tool_refuses_a_one_frame_clip(tmp_path, capsys):
     assert e.value.code == 2 and "one.mp4" in err and "\n" not in err
     with pytest.raises(SystemExit):
         cli_main(load_tool().main, [str(src), "-o", str(tmp_path / "o.mp4"), "--num-frames", "1"])
+
+
+def test_tool_retargets_to_the_reference_image(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+    from dreamactor_jax.media import write_video
+    from dreamactor_jax.pose.augment import BoneFactors, bone_lengths, rescale_bones
+    import dreamactor_jax.pose.extract as ex
+    long_arms = BoneFactors.from_groups({"arms": 1.5})
+
+    def fake(*a, **k):  # the reference image (144 x 96: the video's aspect) has 1.5x longer arms
+        return lambda img: rescale_bones(standard_person(), long_arms) if img.shape[0] == 144 else standard_person()
+    monkeypatch.setattr(ex, "make_estimator", fake)
+    Image.fromarray(natural_frames(1, 144, 96)[0]).save(tmp_path / "ref.png")
+    src = write_video(tmp_path / "in.mp4", natural_frames(4, 96, 64), 8.0)
+    tool = load_tool()
+    assert tool.main([str(src), "-o", str(tmp_path / "o.mp4"), "--json", str(tmp_path / "k.json"), "--quiet",
+                      "--retarget", str(tmp_path / "ref.png")]) == 0
+    assert "arm x1.50" in capsys.readouterr().out
+    clip = PoseClip.load(tmp_path / "k.json")
+    want = bone_lengths(rescale_bones(standard_person(), long_arms))[0]
+    for f in clip.frames:
+        np.testing.assert_allclose(bone_lengths(f)[0], want, rtol=1e-4)
+    # a reference with nobody on it is a clear error
+    monkeypatch.setattr(ex, "make_estimator", lambda *a, **k: (lambda img: PoseFrame.empty()))
+    with pytest.raises(ValueError, match="ref.png: no person"):
+        tool.main([str(src), "-o", str(tmp_path / "o2.mp4"), "--quiet", "--retarget", str(tmp_path / "ref.png")])

@@ -5,11 +5,15 @@
         --det-model yolox_l.onnx --pose-model dw-ll_ucoco_384.onnx
     python tools/extract_pose.py ref.png -o ref_pose.png --json ref_pose.json
     python tools/extract_pose.py anyone-video-2_kps.mp4 -o pose.mp4   # already a pose video: copied
+    python tools/extract_pose.py driving.mp4 -o pose.mp4 --retarget ref.png  # the ref's bone lengths
 
 Frames are streamed (read, estimated, drawn, encoded one at a time), so a long video is never
 held in memory; only the keypoints are. The summary line says in how many frames nobody was
 found. An input that already looks like a rendered pose video (`--input-kind auto`, the default)
-is passed through re-encoded, without keypoints. Outputs are written atomically.
+is passed through re-encoded, without keypoints. `--retarget REF` rescales the driving skeleton's
+bones to those found on the reference image (dreamactor_jax.pose.retarget); the keypoints are then
+all extracted before drawing (they are small; frames are still streamed). Outputs are written
+atomically.
 """
 
 from __future__ import annotations
@@ -40,6 +44,12 @@ def parse_args(argv):
     p.add_argument("--no-face", action="store_true")
     p.add_argument("--no-tracking", action="store_true",
                    help="MediaPipe: treat every frame as a still image (no tracking between frames)")
+    p.add_argument("--retarget", metavar="REF_IMAGE",
+                   help="give the driving skeleton the bone lengths of the person on this image")
+    p.add_argument("--retarget-lengths", default="median", choices=("median", "first"),
+                   help="measure the driving bones on the first frame or as the clip median")
+    p.add_argument("--keep-size", action="store_true",
+                   help="retarget proportions only, keep the driving figure's overall size")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -84,6 +94,23 @@ def run_image(args) -> int:
     return 0
 
 
+def _reference_pose(args):
+    """The reference image's first person, with the image's width and height."""
+    from dreamactor_jax.media import read_image  # noqa: PLC0415
+
+    image = read_image(args.retarget)
+    est = _estimator(args, video=False)
+    try:
+        pose = est(image)
+    finally:
+        close = getattr(est, "close", None)
+        if close:
+            close()
+    if pose.num_people == 0:
+        raise ValueError(f"{args.retarget}: no person found on the reference image; cannot retarget")
+    return pose, image.shape[1], image.shape[0]
+
+
 def run_video(args) -> int:
     from tqdm import tqdm  # noqa: PLC0415
 
@@ -98,12 +125,17 @@ def run_video(args) -> int:
     sampling = dict(fps=args.fps, num_frames=args.num_frames, min_frames=2)
     total = args.num_frames or (round(info.duration * fps) if info.duration else None)
     kind = args.input_kind
+    if kind == "auto" and args.retarget:
+        kind = "video"
     if kind == "auto":
         first = list(iter_frames(args.input, num_frames=min(8, max(info.num_frames, 2))))
         kind = "pose" if looks_like_pose_video(first) else "video"
     frames = tqdm(iter_frames(args.input, **sampling), total=total, unit="frame", disable=args.quiet,
                   desc=Path(args.input).name, file=sys.stderr)
     if kind == "pose":
+        if args.retarget or args.json:
+            raise ValueError(f"{args.input}: a rendered pose video has no keypoints to retarget or save; "
+                             "use --input-kind video to run the estimator on it anyway")
         n = [0]
 
         def passthrough():
@@ -114,22 +146,41 @@ def run_video(args) -> int:
         print(f"{args.input}: already a pose video; copied {n[0]} frames to {args.output} (no keypoints)")
         return 0
 
+    ref = _reference_pose(args) if args.retarget else None
     est = _estimator(args, video=True)
     stats, poses, size = ExtractStats(), [], []
 
-    def drawn():
+    def draw(pose):
+        return render_pose(pose, size[0], size[1], draw_hands=not args.no_hands, draw_face=not args.no_face)
+
+    def extracted():
         for frame in frames:
             if not size:
                 size.extend(frame.shape[:2])
             (pose,) = extract_frames([frame], est, stats)
             poses.append(pose)
-            yield render_pose(pose, size[0], size[1], draw_hands=not args.no_hands, draw_face=not args.no_face)
+            yield pose
     try:
-        write_video(args.output, drawn(), fps)
+        if ref is None:
+            write_video(args.output, (draw(p) for p in extracted()), fps)
+        else:
+            for _ in extracted():
+                pass
     finally:
         close = getattr(est, "close", None)
         if close:
             close()
+    if ref is not None:
+        from dreamactor_jax.pose.retarget import retarget_clip  # noqa: PLC0415
+
+        driving = PoseClip(poses, size[1], size[0], fps)
+        if driving.num_empty == len(driving):
+            raise ValueError(f"{args.input}: nobody found in any frame; nothing to retarget")
+        clip, factors = retarget_clip(driving, *ref, lengths=args.retarget_lengths, keep_size=args.keep_size)
+        write_video(args.output, (draw(p) for p in clip.frames), fps)
+        print(f"retargeted to {args.retarget}: arm x{factors.body[2:6].mean():.2f}, "
+              f"leg x{factors.body[[7, 8, 10, 11]].mean():.2f}, torso x{factors.body[[0, 1, 6, 9]].mean():.2f}")
+        poses = list(clip.frames)
     clip = PoseClip(poses, size[1], size[0], fps)
     if args.json:
         clip.save(args.json)
