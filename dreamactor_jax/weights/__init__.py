@@ -1,0 +1,1 @@
+"""PyTorch <-> JAX weight mapping (diffusers names), conversion and LoRA export."""
