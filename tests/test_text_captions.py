@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 from google.genai import types
@@ -124,6 +125,7 @@ def test_gemini_workers_keep_order(tmp_path):
         def generate_content(self, *, model, contents, config=None):
             last = contents[-1]
             if last == prompts.MOTION_PROMPT:
+                time.sleep(0.05)  # slow enough that the other workers arrive meanwhile
                 return recorded(MOTION)
             if last == prompts.APPEARANCE_PROMPT:
                 return recorded(f"The character in the image is number {contents[0].inline_data.data[:1].hex()}.")
@@ -140,14 +142,16 @@ def test_gemini_workers_keep_order(tmp_path):
         models, files = ByPrompt(), Files()
 
     its = []
+    (tmp_path / "shared.mp4").write_bytes(os.urandom(64))
     for k in range(6):
-        (tmp_path / f"{k}.mp4").write_bytes(os.urandom(64))
         (tmp_path / f"{k}.png").write_bytes(bytes([k]) + os.urandom(64))
-        its.append(CaptionItem(str(k), str(tmp_path / f"{k}.mp4"), str(tmp_path / f"{k}.png")))
-    cap = GeminiCaptioner(GeminiConfig(), client=Client(), sleep=lambda s: None, probe_duration=lambda p: 1.0)
+        its.append(CaptionItem(str(k), str(tmp_path / "shared.mp4"), str(tmp_path / f"{k}.png")))
+    cap = GeminiCaptioner(GeminiConfig(), client=Client(), cache=CaptionCache(tmp_path / "cache"),
+                          sleep=lambda s: None, probe_duration=lambda p: 1.0)
     recs, rep = caption_items(its, "gemini", captioner=cap, workers=3, progress=False)
     assert [r.id for r in recs] == [str(k) for k in range(6)]
     assert [r.fused.split()[-1] for r in recs] == [f"{k:02x}" for k in range(6)]
-    assert rep.requests == 18 and rep.captioned == 6
+    # one driving video shared by all items: described once, even with 3 workers at a time
+    assert rep.requests == 1 + 6 + 6 and rep.cache_hits == 5 and rep.captioned == 6
     with pytest.raises(ValueError, match="workers"):
         caption_items(its, "gemini", captioner=cap, workers=0)

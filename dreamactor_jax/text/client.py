@@ -174,6 +174,7 @@ class GeminiCaptioner:
         self.probe_duration = probe_duration
         self.stats: collections.Counter = collections.Counter()
         self._lock = threading.Lock()  # one captioner may serve several worker threads
+        self._key_locks: dict = {}
 
     # ------------------------------------------------------------------ plumbing
     def _count(self, name: str) -> None:
@@ -248,6 +249,14 @@ class GeminiCaptioner:
                     self.stats[name] += n
 
     def _cached(self, kind: str, content_sha: str, make: Callable[[], str]) -> str:
+        # one request per content at a time: a second worker with the same video waits for the
+        # first one's answer and then finds it in the cache
+        with self._lock:
+            key_lock = self._key_locks.setdefault((kind, content_sha), threading.Lock())
+        with key_lock:
+            return self._cached_locked(kind, content_sha, make)
+
+    def _cached_locked(self, kind: str, content_sha: str, make: Callable[[], str]) -> str:
         if self.cache is not None:
             hit = self.cache.get(kind, content_sha, prompts.PROMPT_VERSION, self.cfg.model)
             if hit is not None:
