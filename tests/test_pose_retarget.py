@@ -74,3 +74,25 @@ def test_errors():
         retarget_clip(PoseClip([PoseFrame.empty()], 10, 10), standard_person(), 10, 10)
     with pytest.raises(ValueError, match="lengths"):
         retarget_clip(drv, standard_person(), 10, 10, lengths="mean")
+
+
+def test_anchor_reference_starts_at_the_reference_neck():
+    rng = np.random.default_rng(3)
+    drv = moving_clip(rng, w=300, h=400)
+    ref = standard_person((0.7, 0.4), 0.35)      # smaller, elsewhere, in a 600 x 400 image
+    out, f = retarget_clip(drv, ref, 600, 400, anchor="reference", lengths="first")
+    np.testing.assert_allclose(out.frames[0].body[0, NECK, :2], _ref_neck_in_driving(ref, 600, 400, drv), atol=1e-5)
+    s = np.median(f.body)
+    to_h = np.array([300 / 400, 1.0])
+    for a, b in zip(drv.frames[1:], out.frames[1:]):  # the root moves s times as far as the driving root
+        da = (a.body[0, NECK, :2] - drv.frames[0].body[0, NECK, :2]) * to_h
+        db = (b.body[0, NECK, :2] - out.frames[0].body[0, NECK, :2]) * to_h
+        np.testing.assert_allclose(db, s * da, atol=1e-5)
+    with pytest.raises(ValueError, match="anchor"):
+        retarget_clip(drv, ref, 600, 400, anchor="middle")
+
+
+def _ref_neck_in_driving(ref, w, h, drv):
+    """The reference's neck in frame-height units, expressed in the driving frame's normalised x, y."""
+    x_h, y = ref.body[0, NECK, 0] * w / h, ref.body[0, NECK, 1]
+    return np.array([x_h / (drv.width / drv.height), y])

@@ -50,6 +50,8 @@ def parse_args(argv):
                    help="measure the driving bones on the first frame or as the clip median")
     p.add_argument("--keep-size", action="store_true",
                    help="retarget proportions only, keep the driving figure's overall size")
+    p.add_argument("--anchor", default="driving", choices=("driving", "reference"),
+                   help="retarget: keep the driving neck path, or start it at the reference's neck")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -176,7 +178,8 @@ def run_video(args) -> int:
         driving = PoseClip(poses, size[1], size[0], fps)
         if driving.num_empty == len(driving):
             raise ValueError(f"{args.input}: nobody found in any frame; nothing to retarget")
-        clip, factors = retarget_clip(driving, *ref, lengths=args.retarget_lengths, keep_size=args.keep_size)
+        clip, factors = retarget_clip(driving, *ref, lengths=args.retarget_lengths,
+                                      keep_size=args.keep_size, anchor=args.anchor)
         write_video(args.output, (draw(p) for p in clip.frames), fps)
         print(f"retargeted to {args.retarget}: arm x{factors.body[2:6].mean():.2f}, "
               f"leg x{factors.body[[7, 8, 10, 11]].mean():.2f}, torso x{factors.body[[0, 1, 6, 9]].mean():.2f}")
