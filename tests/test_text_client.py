@@ -256,11 +256,22 @@ def test_prompts_versioned_and_structured():
         prompts.fusion_prompt(APPEAR, "  ")
 
 
-def test_video_duration_real_asset():
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "assets", "dance1_right.mp4")
-    if not os.path.exists(path):
-        pytest.skip("../shared/assets absent (dance1_right.mp4: 32 frames at 8 fps)")
-    assert abs(video_duration_s(path) - 4.0) < 0.2
+ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "assets")
+
+
+def test_real_assets_checks_and_mime():
+    if not os.path.isdir(ASSETS):
+        pytest.skip("../shared/assets absent (real videos and images for the input checks)")
+    assert abs(video_duration_s(os.path.join(ASSETS, "dance1_right.mp4")) - 4.0) < 0.2  # 32 frames, 8 fps
+    assert abs(video_duration_s(os.path.join(ASSETS, "talkinghead-2.mp4")) - 20.0) < 0.5  # 601 frames
+    cap = GeminiCaptioner(GeminiConfig(max_video_seconds=10), client=FakeClient([recorded(APPEAR)]),
+                          sleep=lambda s: None)
+    with pytest.raises(GeminiError, match=r"talkinghead-2.mp4: video is 20.\d+s long"):
+        cap.motion_caption(os.path.join(ASSETS, "talkinghead-2.mp4"))
+    assert cap.check_video(os.path.join(ASSETS, "mtv-00001.mp4")).name == "mtv-00001.mp4"
+    assert cap.appearance_caption(os.path.join(ASSETS, "ax-11.jpeg")) == APPEAR
+    part = cap.client.models.calls[0]["contents"][0]
+    assert part.inline_data.mime_type == "image/jpeg"
 
 
 def test_real_client_constructs_offline():

@@ -126,12 +126,12 @@ class TextEncoders:
         tok2 = AutoTokenizer.from_pretrained(root, **sub(cfg.clip_tokenizer_subfolder))
         proc = None
         if cfg.mode == "t2v":
-            llm = AutoModel.from_pretrained(root, dtype=dt, **sub(cfg.llm_subfolder))
+            llm = AutoModel.from_pretrained(root, **_dtype_kw(dt), **sub(cfg.llm_subfolder))
         else:
             from transformers import CLIPImageProcessor, LlavaForConditionalGeneration
-            llm = LlavaForConditionalGeneration.from_pretrained(root, dtype=dt, **sub(cfg.llm_subfolder))
+            llm = LlavaForConditionalGeneration.from_pretrained(root, **_dtype_kw(dt), **sub(cfg.llm_subfolder))
             proc = CLIPImageProcessor.from_pretrained(root, **sub(cfg.image_processor_subfolder))
-        clip = CLIPTextModel.from_pretrained(root, dtype=dt, **sub(cfg.clip_subfolder))
+        clip = CLIPTextModel.from_pretrained(root, **_dtype_kw(dt), **sub(cfg.clip_subfolder))
         t = cfg.prompt_template
         if t.crop_start is not None:
             counted = template_crop_start(tok, dataclasses.replace(t, crop_start=None))
@@ -139,6 +139,13 @@ class TextEncoders:
                 log.warning("template: crop_start=%d, but this tokenizer puts %d tokens before the "
                             "prompt (a different tokenizer than the reference's?)", t.crop_start, counted)
         return cls(cfg, tok, llm.to(cfg.device).eval(), tok2, clip.to(cfg.device).eval(), proc)
+
+
+def _dtype_kw(dt: torch.dtype) -> dict:
+    """from_pretrained's dtype argument: `dtype` since transformers 4.56, `torch_dtype` before."""
+    import transformers
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype": dt} if (major, minor) >= (4, 56) else {"torch_dtype": dt}
 
 
 def template_crop_start(tokenizer: Any, template: PromptTemplate) -> int:
