@@ -34,7 +34,12 @@ def tiny_transformer(cfg: MMDiTConfig, seed: int = 0):
 
 
 def make_inputs(cfg: MMDiTConfig, seed: int = 1, frames: int = 3, height: int = 4, width: int = 6, text_len: int = 5):
-    """Random channels-last model inputs, batch 2 with uneven text padding."""
+    """Random channels-last model inputs, batch 2 with uneven text padding.
+
+    Timestep and guidance stay <= 2000: the fp32 sinusoid's argument t * freq carries a rounding
+    error of about t * 6e-8, which at guidance 6000 alone moves the output by ~2e-5 relative
+    (torch vs XLA exp), more than the 1e-5 these tests allow for the conversion.
+    """
     rng = np.random.default_rng(seed)
     b = 2
     mask = np.zeros((b, text_len), np.int64)
@@ -42,11 +47,11 @@ def make_inputs(cfg: MMDiTConfig, seed: int = 1, frames: int = 3, height: int = 
     mask[1, :2] = 1
     return dict(
         x=rng.standard_normal((b, frames, height, width, cfg.in_channels)).astype(np.float32),
-        timestep=np.array([937.5, 81.25], np.float32),
+        timestep=np.array([500.0, 81.25], np.float32),
         text=rng.standard_normal((b, text_len, cfg.text_embed_dim)).astype(np.float32),
         text_mask=mask,
         pooled=rng.standard_normal((b, cfg.pooled_projection_dim)).astype(np.float32),
-        guidance=np.array([6000.0, 3500.0], np.float32) if cfg.guidance_embeds else None,
+        guidance=np.array([1000.0, 2000.0], np.float32) if cfg.guidance_embeds else None,
     )
 
 
@@ -116,13 +121,22 @@ _REFINER = {
 }
 
 
-def to_original(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """diffusers transformer state dict (numpy) -> the original release's names and fusions."""
+def _swap(a):
+    first, second = np.split(a, 2, axis=0)
+    return np.concatenate([second, first], axis=0)
+
+
+def to_original(sd: dict, concat=lambda xs: np.concatenate(xs, axis=0), swap=_swap) -> dict:
+    """diffusers transformer state dict -> the original release's names and fusions.
+
+    `concat` (fuse along rows) and `swap` (exchange the two row halves) default to numpy; pass
+    shape-only versions to map a full-size model's shapes without memory.
+    """
     sd = dict(sd)
-    out: dict[str, np.ndarray] = {}
+    out: dict = {}
 
     def fuse(new_key: str, parts: list[str]) -> None:
-        out[new_key] = np.concatenate([sd.pop(p) for p in parts], axis=0)
+        out[new_key] = concat([sd.pop(p) for p in parts])
 
     for key in [k for k in sd if k.startswith("transformer_blocks.")]:
         if key not in sd:
@@ -158,8 +172,7 @@ def to_original(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for key in list(sd):
         stem, leaf = key.rsplit(".", 1)
         if stem == "norm_out.linear":  # diffusers (scale, shift) -> original (shift, scale)
-            scale, shift = np.split(sd.pop(key), 2, axis=0)
-            out[f"final_layer.adaLN_modulation.1.{leaf}"] = np.concatenate([shift, scale], axis=0)
+            out[f"final_layer.adaLN_modulation.1.{leaf}"] = swap(sd.pop(key))
         else:
             out[f"{_TOP[stem]}.{leaf}"] = sd.pop(key)
     assert not sd, sorted(sd)
