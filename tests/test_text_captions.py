@@ -60,8 +60,10 @@ def test_gemini_failure_names_item(items, tmp_path):
     cap = captioner([recorded("  ")] * 2, tmp_path)
     with pytest.raises(ValueError, match=r"item 'a': .*empty answer"):
         caption_items(items, "gemini", captioner=cap, progress=False)
-    with pytest.raises(ValueError, match="need both a video and an image"):
+    with pytest.raises(ValueError, match="need an image"):
         caption_items([CaptionItem("x", video="v.mp4")], "gemini", captioner=cap, progress=False)
+    with pytest.raises(ValueError, match="need a video"):
+        caption_items([CaptionItem("x", image="r.png")], "gemini", captioner=cap, progress=False)
 
 
 def test_file_mode_json_and_missing_entries(items, tmp_path):
@@ -103,6 +105,35 @@ def test_captions_file_errors(tmp_path, content, match):
     p.write_text(content)
     with pytest.raises(ValueError, match=match):
         load_captions_file(p)
+
+
+def test_appearance_from_first_frame(tmp_path):
+    """A training item without a reference image: the appearance comes from the video's first frame."""
+    import numpy as np
+    from PIL import Image
+    from dreamactor_jax.media import write_video
+    rng = np.random.default_rng(0)
+    colors = rng.integers(30, 226, (5, 3))  # one flat colour per frame (survives H.264)
+    frames = np.broadcast_to(colors[:, None, None, :], (5, 32, 48, 3)).astype(np.uint8)
+    write_video(tmp_path / "clip.mp4", frames, fps=8)
+    cap = captioner([recorded(MOTION), recorded(APPEAR), recorded(FUSED)], tmp_path)
+    recs, rep = caption_items([CaptionItem("clip", str(tmp_path / "clip.mp4"))], "gemini", captioner=cap,
+                              frames_dir=tmp_path / "frames", progress=False)
+    assert recs[0].fused == FUSED and rep.image_from_video == 1 and "first frame" in rep.summary()
+    (png,) = (tmp_path / "frames").glob("*.png")
+    sent = cap.client.models.calls[1]["contents"][0].inline_data
+    assert sent.mime_type == "image/png" and sent.data == png.read_bytes()
+    img = np.asarray(Image.open(png))
+    err = [np.abs(img.astype(int) - f).mean() for f in frames]
+    assert img.shape == (32, 48, 3) and err[0] < 8 and err[0] == min(err)  # frame 0 (lossy video)
+
+
+def test_preprocess_manifest_accepted(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"video": "vids/a.mp4", "reference": "ref/a.png"}\n'
+                                          '{"video": "vids/b.mp4", "id": "bee"}\n')
+    a, b = load_items(tmp_path / "train.jsonl")
+    assert (a.id, a.video, a.image) == ("vids/a", str(tmp_path / "vids/a.mp4"), str(tmp_path / "ref/a.png"))
+    assert (b.id, b.image) == ("bee", None)
 
 
 def test_manifest_and_bad_args(tmp_path):

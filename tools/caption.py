@@ -8,7 +8,9 @@ The text path is always explicit: --gemini asks the Gemini API (key from GEMINI_
 GOOGLE_API_KEY; answers cached under --cache, keyed by content hash, prompt version and model, so
 a second run makes no request), --captions reads user captions keyed by id (JSON or JSONL), and
 --no-text writes the empty prompt for every item. ITEMS is a JSON list or JSONL of
-{"id", "video", "image"} (paths relative to the manifest). OUT gets one line per item:
+{"id", "video", "image"} (paths relative to the manifest; tools/preprocess.py's manifest works too:
+"reference" is the image, the id defaults to the video path without suffix, and an item without
+an image has its appearance described from the video's first frame). OUT gets one line per item:
 {"id", "fused", "source", "motion", "appearance"}; a one-line JSON report goes to stdout and
 OUT.report.json. With --on-error fallback a refused / empty answer or a missing caption gives that
 item the empty prompt with source "fallback:<reason>" and is counted in the report.
@@ -67,7 +69,8 @@ def main(argv=None) -> int:
         from dreamactor_jax.text.client import GeminiCaptioner, GeminiConfig
         cfg = GeminiConfig(model=args.model, max_video_seconds=args.max_video_seconds)
         records, report = caption_items(items, "gemini", captioner=GeminiCaptioner(
-            cfg, cache=CaptionCache(args.cache)), workers=args.workers, **kw)
+            cfg, cache=CaptionCache(args.cache)), workers=args.workers,
+            frames_dir=os.path.join(args.cache, "frames"), **kw)
     elif args.captions:
         records, report = caption_items(items, "file", captions=load_captions_file(args.captions), **kw)
     else:

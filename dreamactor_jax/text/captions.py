@@ -59,6 +59,7 @@ class CaptionReport:
     model: str | None = None
     prompt_version: str | None = None
     tokens: dict = dataclasses.field(default_factory=dict)  # input / output / thought tokens billed
+    image_from_video: int = 0  # items without an image: appearance from the video's first frame
 
     def summary(self) -> str:
         """One line for logs and tool output."""
@@ -70,6 +71,8 @@ class CaptionReport:
             line += f", {self.cache_hits} cached answers, {self.requests} requests"
             if self.tokens:
                 line += " (tokens " + ", ".join(f"{k} {v}" for k, v in self.tokens.items()) + ")"
+            if self.image_from_video:
+                line += f", {self.image_from_video} appearances from the video's first frame"
         if self.mode == "none":
             line = f"{head}: {self.total} items, no text (null prompt) by request"
         if self.fallbacks:
@@ -149,12 +152,15 @@ def load_captions_file(path: str | os.PathLike) -> dict[str, dict]:
 
 def caption_items(items: Sequence[CaptionItem], mode: str, *, captioner: Any = None,
                   captions: dict[str, dict] | None = None, on_error: str = "fail",
-                  workers: int = 1, progress: bool = True) -> tuple[list[CaptionRecord], CaptionReport]:
+                  workers: int = 1, frames_dir: str | os.PathLike | None = None,
+                  progress: bool = True) -> tuple[list[CaptionRecord], CaptionReport]:
     """Fused captions for `items` by the chosen path -> (records in item order, report).
 
     on_error="fail": the first missing / refused caption raises ValueError naming the item;
     on_error="fallback": that item gets the null prompt, counted in report.fallbacks.
     workers: gemini requests in flight at once (threads; rate limits are retried with backoff).
+    frames_dir: where an item without an image gets its video's first frame (a PNG) to describe
+    the appearance from (training clips: the reference is a frame of the clip); counted.
     """
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
@@ -197,8 +203,19 @@ def caption_items(items: Sequence[CaptionItem], mode: str, *, captioner: Any = N
         raise ValueError("captioner: mode 'gemini' needs a GeminiCaptioner")
     report.model, report.prompt_version = captioner.cfg.model, prompts.PROMPT_VERSION
     for it in items:
-        if not it.video or not it.image:
-            raise ValueError(f"item {it.id!r}: gemini captions need both a video and an image")
+        if not it.video:
+            raise ValueError(f"item {it.id!r}: gemini captions need a video")
+        if not it.image and frames_dir is None:
+            raise ValueError(f"item {it.id!r}: gemini captions need an image (or frames_dir to take "
+                             "the video's first frame)")
+    if frames_dir is not None:
+        fixed = []
+        for it in items:
+            if not it.image:
+                it = dataclasses.replace(it, image=first_frame_png(it.video, frames_dir))
+                report.image_from_video += 1
+            fixed.append(it)
+        items = fixed
 
     def one(it: CaptionItem) -> CaptionRecord:
         try:
@@ -246,9 +263,27 @@ def write_captions_jsonl(path: str | os.PathLike, records: Iterable[CaptionRecor
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
+def first_frame_png(video: str | os.PathLike, folder: str | os.PathLike) -> str:
+    """The video's first frame as `folder/<content hash>.png` (written once, atomically)."""
+    from dreamactor_jax.media import read_video
+    from dreamactor_jax.text.cache import sha256_file
+    from dreamactor_jax.utils import atomic_path
+    from PIL import Image
+    if not os.path.isfile(video):
+        raise FileNotFoundError(f"{video}: video not found")
+    out = Path(folder) / f"{sha256_file(video)[:24]}.png"
+    if not out.is_file():
+        frame = read_video(video, num_frames=1)[0]
+        with atomic_path(out) as tmp:
+            Image.fromarray(frame).save(tmp, format="PNG")
+    return str(out)
+
+
 def load_items(path: str | os.PathLike) -> list[CaptionItem]:
     """A manifest of items: JSON list or JSONL of {"id", "video", "image"}; relative paths are
-    resolved against the manifest's folder."""
+    resolved against the manifest's folder. The training manifest of tools/preprocess.py is
+    accepted too: "reference" stands for "image", and the id defaults, as there, to the video path
+    without its suffix (so captions and embeddings are keyed like the training clips)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found")
@@ -262,15 +297,22 @@ def load_items(path: str | os.PathLike) -> list[CaptionItem]:
         raise ValueError(f"{path}: expected a list of items")
     items = []
     for n, o in enumerate(objs):
-        if not isinstance(o, dict) or not isinstance(o.get("id"), str) or not o["id"]:
-            raise ValueError(f"{path}: item {n} needs a string 'id'")
+        if not isinstance(o, dict):
+            raise ValueError(f"{path}: item {n} is not an object")
+        if "image" not in o and "reference" in o:
+            o = {**o, "image": o["reference"]}
+        key = o.get("id")
+        if not key and isinstance(o.get("video"), str):
+            key = str(Path(o["video"]).with_suffix(""))
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"{path}: item {n} needs a string 'id' or a 'video' path")
         res = {}
         for k in ("video", "image"):
             v = o.get(k)
             if v is not None and not isinstance(v, str):
-                raise ValueError(f"{path}: item {o['id']!r}: {k} must be a path string")
-            res[k] = None if v is None else str(path.parent / v) if not os.path.isabs(v) else v
-        items.append(CaptionItem(o["id"], **res))
+                raise ValueError(f"{path}: item {key!r}: {k} must be a path string")
+            res[k] = None if not v else str(path.parent / v) if not os.path.isabs(v) else v
+        items.append(CaptionItem(key, **res))
     if not items:
         raise ValueError(f"{path}: no items")
     return items
