@@ -56,6 +56,14 @@ def test_gemini_mode_with_fallback_and_cache(items, tmp_path):
     assert rep2.requests == 2 and rep2.fallbacks == []
 
 
+def test_auth_error_stops_even_with_fallback(items, tmp_path):
+    from google.genai import errors
+    e401 = errors.ClientError(401, {"error": {"code": 401, "message": "bad key", "status": "UNAUTHENTICATED"}})
+    cap = captioner([e401], tmp_path)
+    with pytest.raises(ValueError, match="item 'a': .*API key was refused"):
+        caption_items(items, "gemini", captioner=cap, on_error="fallback", progress=False)
+
+
 def test_gemini_failure_names_item(items, tmp_path):
     cap = captioner([recorded("  ")] * 2, tmp_path)
     with pytest.raises(ValueError, match=r"item 'a': .*empty answer"):

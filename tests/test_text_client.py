@@ -167,6 +167,17 @@ def test_client_error_not_retried_and_key_scrubbed(media, monkeypatch):
         cap.appearance_caption(image)
     assert ei.value.reason == "request" and "sk-secret-123" not in str(ei.value)
     assert cap.stats["requests"] == 1
+    e403 = errors.ClientError(403, {"error": {"code": 403, "message": "denied sk-secret-123",
+                                              "status": "PERMISSION_DENIED"}})
+    e404 = errors.ClientError(404, {"error": {"code": 404, "message": "models/gemini-x is not found",
+                                              "status": "NOT_FOUND"}})
+    cap.client = FakeClient([e403, e404])
+    with pytest.raises(GeminiError, match="API key was refused") as ei:
+        cap.appearance_caption(image)
+    assert ei.value.reason == "auth" and "sk-secret-123" not in str(ei.value)
+    with pytest.raises(GeminiError, match="check the model name") as ei:
+        cap.appearance_caption(image)
+    assert ei.value.reason == "not_found"
 
 
 def test_malformed_and_empty_answers(media):

@@ -157,7 +157,8 @@ def caption_items(items: Sequence[CaptionItem], mode: str, *, captioner: Any = N
     """Fused captions for `items` by the chosen path -> (records in item order, report).
 
     on_error="fail": the first missing / refused caption raises ValueError naming the item;
-    on_error="fallback": that item gets the null prompt, counted in report.fallbacks.
+    on_error="fallback": that item gets the null prompt, counted in report.fallbacks (but a refused
+    API key or an unknown model stops the run: those are not about one item).
     workers: gemini requests in flight at once (threads; rate limits are retried with backoff).
     frames_dir: where an item without an image gets its video's first frame (a PNG) to describe
     the appearance from (training clips: the reference is a frame of the clip); counted.
@@ -198,7 +199,7 @@ def caption_items(items: Sequence[CaptionItem], mode: str, *, captioner: Any = N
             records.append(CaptionRecord(it.id, c["fused"], src, c["motion"], c["appearance"]))
         return records, report
     # gemini
-    from dreamactor_jax.text.client import GeminiError
+    from dreamactor_jax.text.client import FATAL_REASONS, GeminiError
     if captioner is None:
         raise ValueError("captioner: mode 'gemini' needs a GeminiCaptioner")
     report.model, report.prompt_version = captioner.cfg.model, prompts.PROMPT_VERSION
@@ -221,7 +222,7 @@ def caption_items(items: Sequence[CaptionItem], mode: str, *, captioner: Any = N
         try:
             out = captioner.caption(it.video, it.image)
         except GeminiError as e:
-            if on_error == "fail":
+            if on_error == "fail" or e.reason in FATAL_REASONS:
                 raise ValueError(f"item {it.id!r}: {e}") from None
             return CaptionRecord(it.id, "", f"fallback:{e.reason}")
         return CaptionRecord(it.id, out["fused"], "gemini", out["motion"], out["appearance"])

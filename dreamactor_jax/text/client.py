@@ -50,9 +50,13 @@ class GeminiConfig:
     temperature: float | None = None    # None: the model's default
 
 
+FATAL_REASONS = ("auth", "not_found")
+
+
 class GeminiError(ValueError):
     """A caption could not be obtained. `reason` is one of: refused, empty, malformed, truncated,
-    rate_limited, server, timeout, request, upload, input."""
+    rate_limited, server, timeout, request, upload, input, and the run-wide auth, not_found
+    (`FATAL_REASONS`: no per-item fallback makes sense for those)."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -204,6 +208,11 @@ class GeminiCaptioner:
                     reason = "server"
                 else:
                     detail = self._scrub(f"{type(e).__name__}: {e}")[:300]
+                    if code in (401, 403) or "API_KEY" in str(e):
+                        raise GeminiError("auth", f"{what}: the API key was refused ({detail})") from None
+                    if code == 404:
+                        raise GeminiError("not_found", f"{what}: not found, check the model name "
+                                                       f"{self.cfg.model!r} ({detail})") from None
                     raise GeminiError("request", f"{what}: request failed ({detail})") from None
                 if attempt + 1 >= cfg.max_attempts:
                     raise GeminiError(reason, f"{what}: gave up after {cfg.max_attempts} attempts "
