@@ -89,8 +89,8 @@ class PoseFrame:
     def from_body(cls, body: Any) -> "PoseFrame":
         """A frame with body keypoints only (hands and face missing)."""
         body = np.asarray(body, np.float32)
-        p = body.shape[0] if body.ndim == 3 else -1
-        return cls(body, np.zeros((max(p, 0), 2, NUM_HAND, 3)), np.zeros((max(p, 0), NUM_FACE, 3)))
+        p = body.shape[0] if body.ndim == 3 else 0  # a wrong shape is reported by the constructor
+        return cls(body, np.zeros((p, 2, NUM_HAND, 3)), np.zeros((p, NUM_FACE, 3)))
 
     @classmethod
     def concat(cls, frames: Sequence["PoseFrame"]) -> "PoseFrame":
