@@ -277,6 +277,9 @@ def encode_prompts(enc: TextEncoders, prompts: Sequence[str], images: Sequence |
     cfg = enc.cfg
     if cfg.mode == "t2v" and images is not None:
         raise ValueError("images: only the i2v mode takes images")
+    if cfg.mode == "i2v" and (images is None or len(images) != len(prompts)):
+        raise ValueError(f"images: i2v needs one image per prompt, got "
+                         f"{None if images is None else len(images)} for {len(prompts)}")
     images = None if images is None else [_as_pil(im) for im in images]
     parts = []
     bs = cfg.batch_size
