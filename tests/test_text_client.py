@@ -54,11 +54,12 @@ class FakeFiles:
 
     def upload(self, *, file, config=None):
         self.uploaded.append((file, config))
-        return types.File(name="files/vid1", state=self.states.pop(0))
+        return types.File(name="files/vid1", uri="https://files/vid1", mime_type="video/mp4",
+                          state=self.states.pop(0))
 
     def get(self, *, name):
         self.gets += 1
-        return types.File(name=name, state=self.states.pop(0))
+        return types.File(name=name, uri="https://files/vid1", mime_type="video/mp4", state=self.states.pop(0))
 
     def delete(self, *, name):
         self.deleted.append(name)
@@ -128,6 +129,22 @@ def test_cache_second_call_makes_no_request(tmp_path, media):
     # the cache holds the caption and never a key
     blobs = [p.read_text() for p in (tmp_path / "cache").rglob("*.json")]
     assert len(blobs) == 4 and all("api_key" not in b.lower() for b in blobs)
+
+
+def test_video_fps_and_clip_sent_and_keyed(tmp_path, media):
+    video, _ = media
+    cfg = GeminiConfig(video_fps=4.0, motion_seconds=5.0)
+    cap, _ = make([recorded(MOTION)], tmp_path, cfg=cfg, states=("ACTIVE",))
+    assert cap.motion_caption(video) == MOTION
+    part = cap.client.models.calls[0]["contents"][0]
+    assert part.file_data.file_uri == "https://files/vid1" and part.file_data.mime_type == "video/mp4"
+    assert part.video_metadata.fps == 4.0 and part.video_metadata.end_offset == "5s"
+    # the settings change the request, so they key the cache: the plain request is not a hit
+    cap2, _ = make([recorded(MOTION)], tmp_path, states=("ACTIVE",))
+    cap2.motion_caption(video)
+    assert cap2.stats["requests"] == 1 and cap2.stats["cache_hits"] == 0
+    cap3, _ = make([], tmp_path, cfg=cfg)
+    assert cap3.motion_caption(video) == MOTION and cap3.stats["cache_hits"] == 1
 
 
 def test_429_then_success_backs_off(tmp_path, media):

@@ -3,6 +3,7 @@
     python tools/caption.py OUT.jsonl (--manifest ITEMS.jsonl | --video V --image I [--id ID])
         (--gemini | --captions FILE | --no-text) [--model gemini-2.5-pro] [--cache DIR]
         [--on-error fail|fallback] [--max-video-seconds 120] [--workers 4]
+        [--video-fps F] [--motion-seconds S]
 
 The text path is always explicit: --gemini asks the Gemini API (key from GEMINI_API_KEY or
 GOOGLE_API_KEY; answers cached under --cache, keyed by content hash, prompt version and model, so
@@ -49,6 +50,10 @@ def main(argv=None) -> int:
     p.add_argument("--on-error", default="fail", choices=["fail", "fallback"])
     p.add_argument("--max-video-seconds", type=float, default=120.0)
     p.add_argument("--workers", type=int, default=4, help="gemini requests in flight at once")
+    p.add_argument("--video-fps", type=float, default=None,
+                   help="frames per second Gemini samples from the video (API default: 1)")
+    p.add_argument("--motion-seconds", type=float, default=None,
+                   help="send only the first N seconds of each video (the motion prompt reads 5)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
@@ -67,7 +72,8 @@ def main(argv=None) -> int:
     if args.gemini:
         from dreamactor_jax.text.cache import CaptionCache
         from dreamactor_jax.text.client import GeminiCaptioner, GeminiConfig
-        cfg = GeminiConfig(model=args.model, max_video_seconds=args.max_video_seconds)
+        cfg = GeminiConfig(model=args.model, max_video_seconds=args.max_video_seconds,
+                           video_fps=args.video_fps, motion_seconds=args.motion_seconds)
         records, report = caption_items(items, "gemini", captioner=GeminiCaptioner(
             cfg, cache=CaptionCache(args.cache)), workers=args.workers,
             frames_dir=os.path.join(args.cache, "frames"), **kw)

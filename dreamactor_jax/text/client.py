@@ -43,6 +43,8 @@ class GeminiConfig:
     backoff_max_s: float = 64.0
     answer_retries: int = 1             # extra tries for an empty or malformed answer
     max_video_seconds: float = 120.0    # refuse longer videos before uploading
+    video_fps: float | None = None      # frames per second the model samples (None: API default, 1)
+    motion_seconds: float | None = None  # only send the first N seconds (the prompt reads 5)
     max_video_bytes: int = 2_000_000_000  # Files API limit is 2 GB
     max_image_bytes: int = 15_000_000   # inline request limit is 20 MB in total
     file_poll_s: float = 2.0
@@ -332,15 +334,30 @@ class GeminiCaptioner:
         """Appearance-free motion description of a driving video (uploaded via the Files API)."""
         path = self.check_video(video)
 
+        cfg = self.cfg
+
         def make() -> str:
             f = self._upload_video(path)
             try:
-                text = self._generate(f"{path}: motion caption", [f, prompts.MOTION_PROMPT])
+                text = self._generate(f"{path}: motion caption", [self._video_part(f), prompts.MOTION_PROMPT])
             finally:
                 self._delete(f)
             self._check_opening(f"{path}: motion caption", text, prompts.MOTION_OPENING)
             return text
-        return self._cached("motion", sha256_file(path), make)
+        content = sha256_file(path)
+        if cfg.video_fps is not None or cfg.motion_seconds is not None:  # a different request
+            content = sha256_text(content, f"fps={cfg.video_fps}", f"seconds={cfg.motion_seconds}")
+        return self._cached("motion", content, make)
+
+    def _video_part(self, f: Any) -> Any:
+        """The uploaded file as it goes into the request: as is, or with a frame rate / end offset."""
+        if self.cfg.video_fps is None and self.cfg.motion_seconds is None:
+            return f
+        from google.genai import types
+        meta = types.VideoMetadata(
+            fps=self.cfg.video_fps,
+            end_offset=None if self.cfg.motion_seconds is None else f"{self.cfg.motion_seconds:g}s")
+        return types.Part(file_data=types.FileData(file_uri=f.uri, mime_type=f.mime_type), video_metadata=meta)
 
     def appearance_caption(self, image: str | os.PathLike) -> str:
         """Pose-free appearance description of a reference image (sent inline)."""
