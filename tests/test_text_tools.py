@@ -114,3 +114,29 @@ def test_encode_text_tool_t2v_and_i2v(tmp_path, manifest, tiny_dir, capsys):  # 
     code, _, err = run_cli("encode_text", [str(out3), "--no-text", "--mode", "i2v", "--model-path",
                                            str(tiny_dir / "i2v")], capsys)
     assert code == 2 and "needs the reference images" in err
+
+
+def test_caption_tool_gemini_cached_second_run(tmp_path, capsys, monkeypatch):
+    """--gemini end to end with a fake transport: the second run answers from the cache."""
+    from dreamactor_jax.media import write_video
+    from dreamactor_jax.text import client as client_mod
+    from test_text_client import APPEAR, FUSED, MOTION, FakeClient, recorded
+    rng = np.random.default_rng(1)
+    write_video(tmp_path / "d.mp4", np.repeat(rng.integers(0, 255, (1, 32, 32, 3), dtype=np.uint8), 9, 0), fps=8)
+    (tmp_path / "m.jsonl").write_text('{"video": "d.mp4"}\n')  # preprocess-style row: no image, no id
+    fakes = [FakeClient([recorded(MOTION), recorded(APPEAR), recorded(FUSED)], states=("ACTIVE",)),
+             FakeClient([], states=())]
+    monkeypatch.setenv("GEMINI_API_KEY", "k-test-secret")
+    monkeypatch.setattr(client_mod, "make_genai_client", lambda cfg, key: fakes.pop(0))
+    argv = [str(tmp_path / "c.jsonl"), "--manifest", str(tmp_path / "m.jsonl"), "--gemini",
+            "--cache", str(tmp_path / "cache"), "--quiet", "--workers", "1"]
+    code, out, err = run_cli("caption", argv, capsys)
+    rep = json.loads(out)
+    assert code == 0, err
+    assert rep["requests"] == 3 and rep["image_from_video"] == 1 and rep["tokens"]["input"] == 3600
+    (line,) = [json.loads(l) for l in (tmp_path / "c.jsonl").read_text().splitlines()]
+    assert (line["id"], line["fused"], line["source"]) == ("d", FUSED, "gemini")
+    code, out, err = run_cli("caption", argv, capsys)
+    rep = json.loads(out)
+    assert code == 0 and rep["requests"] == 0 and rep["cache_hits"] == 3
+    assert "k-test-secret" not in (tmp_path / "c.jsonl.report.json").read_text()
