@@ -11,6 +11,7 @@ import dataclasses
 
 from ml_collections import ConfigDict, config_dict
 
+from dreamactor_jax.models.lora import DEFAULT_TARGETS
 from dreamactor_jax.train.objective import FlowConfig
 from dreamactor_jax.train.optim import OptimConfig
 
@@ -35,7 +36,7 @@ def base_config(variant: str = "pose") -> ConfigDict:
     ))
     c.base_checkpoint = config_dict.placeholder(str)  # converted Orbax base params; None = random (tests)
     c.init_lora = config_dict.placeholder(str)        # warm start: a training workdir / its checkpoint dir
-    c.lora = ConfigDict(dict(rank=256, alpha=256.0))
+    c.lora = ConfigDict(dict(rank=256, alpha=256.0, targets=DEFAULT_TARGETS))  # FFN-only (video stream)
     c.objective = ConfigDict(_defaults(FlowConfig))
     c.optim = ConfigDict(_defaults(OptimConfig))
     c.optim.total_steps = 50_000
@@ -48,7 +49,7 @@ def base_config(variant: str = "pose") -> ConfigDict:
         worker_count=0,
         synthetic=False,                      # True: generate small synthetic shards in the workdir
         synthetic_clips=4,                    # per shape
-        synthetic_shapes="2x4x8,1x4x8",       # latent T'xH'x2W'
+        synthetic_shapes="2x4x8",             # latent T'xH'x2W', comma-separated
     ))
     c.mesh = ConfigDict(dict(data=1, fsdp=-1, sequence=1, tensor=1))
     c.train = ConfigDict(dict(
@@ -57,6 +58,7 @@ def base_config(variant: str = "pose") -> ConfigDict:
         checkpoint_every=1_000,
         keep=3,                               # checkpoints kept (keep-N)
         tensorboard=True,
+        fast_compile=False,                   # CPU only: XLA -O0 (smoke runs, tests)
     ))
     c.preprocess = ConfigDict(dict(
         min_frames=49, max_frames=121, fps=24.0, height=480, width=832,   # one half of the canvas
@@ -74,7 +76,7 @@ def make_tiny(c: ConfigDict) -> ConfigDict:
     c.model.attention_impl = "xla"
     c.model.remat_policy = "none"
     c.lora.rank, c.lora.alpha = 4, 4.0
-    c.optim.lr = 1e-3
+    c.optim.lr = 1e-2
     c.optim.warmup_steps = 2
     c.optim.total_steps = 30
     c.objective.shift = 1.0
@@ -85,6 +87,7 @@ def make_tiny(c: ConfigDict) -> ConfigDict:
     c.train.log_every = 5
     c.train.checkpoint_every = 10
     c.train.keep = 2
+    c.train.fast_compile = True
     p = c.preprocess
     p.min_frames, p.max_frames, p.fps, p.height, p.width = 5, 9, 8.0, 32, 32
     p.clips_per_shard = 4

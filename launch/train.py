@@ -1,0 +1,74 @@
+"""Trains the in-context LoRA: `python launch/train.py --config configs/pose.py --workdir runs/pose`.
+
+Overrides: `--config.optim.lr=1e-5` (a mistyped key is an error); a variant: `configs/pose.py:tiny`.
+Re-running with the same --workdir resumes from its latest checkpoint (adapter, optimizer, step,
+RNG, data position). SIGTERM saves a checkpoint and exits. Several hosts: pass
+--coordinator_address/--num_processes/--process_id (or set JAX's env variables) on each host.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "config file (configs/pose.py[:tiny])", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "run folder: checkpoints/, tensorboard/")
+_COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host)")
+_NPROC = flags.DEFINE_integer("num_processes", None, "number of processes (multi-host)")
+_PID = flags.DEFINE_integer("process_id", None, "this process's index (multi-host)")
+_STOP = flags.DEFINE_integer("stop_after", None, "leave after this many steps in total (checkpointed)")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None, "fake this many CPU devices (testing meshes)")
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments {argv[1:]}")
+    if _CONFIG.value is None:
+        raise ValueError("--config: required (e.g. configs/pose.py or configs/pose.py:tiny)")
+    if not _WORKDIR.value:
+        raise ValueError("--workdir: required (a folder for checkpoints and logs)")
+    import jax
+
+    if _CPU_DEVICES.value:
+        jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
+    if _COORD.value or _NPROC.value:
+        if _NPROC.value is None or _PID.value is None or not _COORD.value:
+            raise ValueError("--coordinator_address, --num_processes and --process_id go together")
+        jax.distributed.initialize(coordinator_address=_COORD.value, num_processes=_NPROC.value,
+                                   process_id=_PID.value)
+    elif os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize()
+
+    from dreamactor_jax.train.trainer import NonFiniteLossError, train
+
+    logging.getLogger("dreamactor_jax").setLevel(logging.INFO)
+    try:
+        summary = train(_CONFIG.value, _WORKDIR.value, stop_after=_STOP.value)
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    if jax.process_index() == 0:
+        losses = summary["losses"]
+        first = f"{losses[0]:.5f}" if losses else "-"
+        last = f"{losses[-1]:.5f}" if losses else "-"
+        print(f"done: step {summary['step']} (resumed from {summary['resumed_from']}), "
+              f"loss {first} -> {last}, workdir {_WORKDIR.value}")
+    return 0
+
+
+def _run(argv):
+    from dreamactor_jax.utils import cli_main
+    cli_main(main, argv)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        app.run(_run)
+    except flags.IllegalFlagValueError as e:  # e.g. a mistyped --config.x key
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)
