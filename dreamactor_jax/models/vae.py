@@ -1,0 +1,419 @@
+"""The 3D causal VAE of the backbone, the same function as diffusers' AutoencoderKLHunyuanVideo.
+
+Channels-last throughout: pixels `[B, T, H, W, 3]` in [-1, 1], latents `[B, T', H', W', C]` with
+`T' = (T - 1) // 4 + 1`, `H' = H // 8`, `W' = W // 8`. Parameters are a nested dict named after
+diffusers' modules (`encoder/down_blocks_0/resnets_1/conv1/conv/kernel`, see
+`dreamactor_jax.weights.vae_map`); conv kernels are `[kt, kh, kw, in, out]`, linear kernels
+`[in, out]`, GroupNorm weights `scale`/`bias`.
+
+Frame-count rule: `encode` takes `T = 4k + 1` frames and raises ValueError otherwise; use
+`fit_num_frames` to trim (drop trailing frames) or pad (repeat the last frame) beforehand.
+
+Compute dtype: `dtype="bfloat16"` runs convs and matmuls in bf16 with GroupNorm statistics and the
+attention softmax in fp32; outputs are always fp32. Tiling (`Tiling`, defaults = diffusers') runs a
+jitted per-tile function over tiles in a Python loop, so memory stays bounded at 121 frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from einops import rearrange, repeat
+
+from dreamactor_jax.models.vae_tiling import Tiling, decode_tiled, encode_tiled
+
+__all__ = [
+    "VAEConfig", "Tiling", "param_shapes", "init_params", "count_params", "encode", "decode",
+    "encode_latents", "decode_latents", "posterior_mode", "posterior_mean", "posterior_sample",
+    "fit_num_frames", "cast_params",
+]
+
+Params = dict
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+    """Architecture (diffusers config names) plus runtime switches: tiling, compute dtype, XLA options."""
+
+    in_channels: int = 3
+    out_channels: int = 3
+    latent_channels: int = 16
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+    layers_per_block: int = 2
+    norm_num_groups: int = 32
+    scaling_factor: float = 0.476986
+    spatial_compression_ratio: int = 8
+    temporal_compression_ratio: int = 4
+    mid_block_add_attention: bool = True
+    tiling: Tiling = Tiling()
+    dtype: str = "float32"
+    # Extra XLA compiler options for the per-tile programs, as ((name, value), ...); the CPU tests
+    # pass (("xla_backend_optimization_level", 0),) to compile several times faster.
+    xla_options: tuple[tuple[str, object], ...] = ()
+
+    def __post_init__(self):
+        if self.temporal_compression_ratio != 4:
+            raise ValueError(f"VAEConfig.temporal_compression_ratio: only 4 is supported, got "
+                             f"{self.temporal_compression_ratio}")
+        n = len(self.block_out_channels)
+        if 2 ** (n - 1) < self.spatial_compression_ratio or n < 3:
+            raise ValueError(f"VAEConfig.block_out_channels: {n} blocks cannot give spatial ratio "
+                             f"{self.spatial_compression_ratio} and temporal ratio 4")
+        for c in self.block_out_channels:
+            if c % self.norm_num_groups:
+                raise ValueError(f"VAEConfig.block_out_channels: {c} is not divisible by "
+                                 f"norm_num_groups={self.norm_num_groups}")
+
+    @classmethod
+    def named(cls, name: str, **overrides) -> "VAEConfig":
+        """'hunyuan' (the published config), or test sizes 'tiny', 'small'."""
+        table = {
+            "hunyuan": {},
+            "tiny": dict(latent_channels=4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+                         norm_num_groups=4),
+            "small": dict(latent_channels=16, block_out_channels=(16, 32, 32, 32),
+                          layers_per_block=2, norm_num_groups=8),
+        }
+        if name not in table:
+            raise ValueError(f"VAEConfig.named: unknown name {name!r}, expected one of {sorted(table)}")
+        return cls(**{**table[name], **overrides})
+
+    def down_strides(self) -> list[tuple[int, int, int] | None]:
+        """(t, h, w) stride of each down block's downsampler (None: no downsampler), as diffusers."""
+        n = len(self.block_out_channels)
+        n_sp = int(np.log2(self.spatial_compression_ratio))
+        n_t = int(np.log2(self.temporal_compression_ratio))
+        out = []
+        for i in range(n):
+            sp = i < n_sp
+            tm = i >= (n - 1 - n_t) and i != n - 1
+            out.append((2 if tm else 1, 2 if sp else 1, 2 if sp else 1) if (sp or tm) else None)
+        return out
+
+    def up_factors(self) -> list[tuple[int, int, int] | None]:
+        """(t, h, w) factor of each up block's upsampler (same rule as the encoder, mirrored)."""
+        return self.down_strides()
+
+
+# ----------------------------------------------------------------------------- parameters
+
+def _conv_shapes(cin: int, cout: int, k: int = 3) -> dict:
+    return {"kernel": (k, k, k, cin, cout), "bias": (cout,)}
+
+
+def _norm_shapes(c: int) -> dict:
+    return {"scale": (c,), "bias": (c,)}
+
+
+def _resnet_shapes(cin: int, cout: int) -> dict:
+    p = {"norm1": _norm_shapes(cin), "conv1": {"conv": _conv_shapes(cin, cout)},
+         "norm2": _norm_shapes(cout), "conv2": {"conv": _conv_shapes(cout, cout)}}
+    if cin != cout:
+        p["conv_shortcut"] = {"conv": _conv_shapes(cin, cout, 1)}
+    return p
+
+
+def _mid_shapes(cfg: VAEConfig) -> dict:
+    c = cfg.block_out_channels[-1]
+    p = {"resnets_0": _resnet_shapes(c, c), "resnets_1": _resnet_shapes(c, c)}
+    if cfg.mid_block_add_attention:
+        lin = {"kernel": (c, c), "bias": (c,)}
+        p["attentions_0"] = {"group_norm": _norm_shapes(c), "to_q": lin, "to_k": lin, "to_v": lin,
+                             "to_out_0": lin}
+    return p
+
+
+def param_shapes(cfg: VAEConfig) -> dict:
+    """The parameter tree as nested dicts of shape tuples (no arrays)."""
+    ch = cfg.block_out_channels
+    enc = {"conv_in": {"conv": _conv_shapes(cfg.in_channels, ch[0])}}
+    cout = ch[0]
+    for i, stride in enumerate(cfg.down_strides()):
+        cin, cout = cout, ch[i]
+        blk = {f"resnets_{j}": _resnet_shapes(cin if j == 0 else cout, cout)
+               for j in range(cfg.layers_per_block)}
+        if stride is not None:
+            blk["downsamplers_0"] = {"conv": {"conv": _conv_shapes(cout, cout)}}
+        enc[f"down_blocks_{i}"] = blk
+    enc["mid_block"] = _mid_shapes(cfg)
+    enc["conv_norm_out"] = _norm_shapes(ch[-1])
+    enc["conv_out"] = {"conv": _conv_shapes(ch[-1], 2 * cfg.latent_channels)}
+
+    dec = {"conv_in": {"conv": _conv_shapes(cfg.latent_channels, ch[-1])},
+           "mid_block": _mid_shapes(cfg)}
+    rev = list(reversed(ch))
+    cout = rev[0]
+    for i, factor in enumerate(cfg.up_factors()):
+        cin, cout = cout, rev[i]
+        blk = {f"resnets_{j}": _resnet_shapes(cin if j == 0 else cout, cout)
+               for j in range(cfg.layers_per_block + 1)}
+        if factor is not None:
+            blk["upsamplers_0"] = {"conv": {"conv": _conv_shapes(cout, cout)}}
+        dec[f"up_blocks_{i}"] = blk
+    dec["conv_norm_out"] = _norm_shapes(ch[0])
+    dec["conv_out"] = {"conv": _conv_shapes(ch[0], cfg.out_channels)}
+    lc = cfg.latent_channels
+    return {"encoder": enc, "decoder": dec,
+            "quant_conv": _conv_shapes(2 * lc, 2 * lc, 1),
+            "post_quant_conv": _conv_shapes(lc, lc, 1)}
+
+
+def init_params(cfg: VAEConfig, key: jax.Array) -> Params:
+    """Random parameters (PyTorch's default init: uniform +-1/sqrt(fan_in); norms scale 1, bias 0)."""
+    counter = iter(range(1 << 30))
+
+    def build(node: dict) -> dict:
+        if "scale" in node:  # a norm
+            return {"scale": jnp.ones(node["scale"], jnp.float32),
+                    "bias": jnp.zeros(node["bias"], jnp.float32)}
+        if "kernel" in node:  # a conv or linear
+            bound = 1.0 / np.sqrt(np.prod(node["kernel"][:-1]))
+            k1, k2 = jax.random.split(jax.random.fold_in(key, next(counter)))
+            return {"kernel": jax.random.uniform(k1, node["kernel"], jnp.float32, -bound, bound),
+                    "bias": jax.random.uniform(k2, node["bias"], jnp.float32, -bound, bound)}
+        return {name: build(child) for name, child in node.items()}
+
+    return build(param_shapes(cfg))
+
+
+def count_params(cfg: VAEConfig) -> int:
+    """Number of parameters, from `jax.eval_shape` (allocates nothing)."""
+    tree = jax.eval_shape(functools.partial(init_params, cfg), jax.random.key(0))
+    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def cast_params(params: Params, dtype) -> Params:
+    """Casts floating leaves to the compute dtype (once, outside the per-tile functions)."""
+    dtype = jnp.dtype(dtype)
+    return jax.tree_util.tree_map(lambda x: x.astype(dtype) if x.dtype != dtype else x, params)
+
+
+# ----------------------------------------------------------------------------- layers
+
+def _conv(p: dict, x: jax.Array, stride=(1, 1, 1)) -> jax.Array:
+    """Causal Conv3d: replicate padding, k//2 on each spatial side and k-1 frames in front."""
+    kt, kh, kw = p["kernel"].shape[:3]
+    if kt > 1 or kh > 1 or kw > 1:
+        x = jnp.pad(x, ((0, 0), (kt - 1, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)),
+                    mode="edge")
+    precision = jax.lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
+    y = jax.lax.conv_general_dilated(
+        x, p["kernel"].astype(x.dtype), window_strides=stride, padding="VALID",
+        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), precision=precision)
+    return y + p["bias"].astype(y.dtype)
+
+
+def _group_norm(p: dict, x: jax.Array, groups: int, eps: float = 1e-6) -> jax.Array:
+    """GroupNorm over (T, H, W, C/groups) with fp32 statistics; returns x's dtype."""
+    shape = x.shape
+    xf = x.astype(jnp.float32).reshape(shape[0], -1, groups, shape[-1] // groups)
+    mean = jnp.mean(xf, axis=(1, 3), keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=(1, 3), keepdims=True)
+    y = ((xf - mean) * jax.lax.rsqrt(var + eps)).reshape(shape)
+    y = y * p["scale"].astype(jnp.float32) + p["bias"].astype(jnp.float32)
+    return y.astype(x.dtype)
+
+
+def _resnet(p: dict, x: jax.Array, groups: int) -> jax.Array:
+    h = _conv(p["conv1"]["conv"], jax.nn.silu(_group_norm(p["norm1"], x, groups)))
+    h = _conv(p["conv2"]["conv"], jax.nn.silu(_group_norm(p["norm2"], h, groups)))
+    if "conv_shortcut" in p:
+        x = _conv(p["conv_shortcut"]["conv"], x)
+    return h + x
+
+
+def _linear(p: dict, x: jax.Array) -> jax.Array:
+    precision = jax.lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
+    return jnp.dot(x, p["kernel"].astype(x.dtype), precision=precision) + p["bias"].astype(x.dtype)
+
+
+def _mid_attention(p: dict, x: jax.Array, groups: int) -> jax.Array:
+    """Single-head self-attention over all tokens, where a token sees frames up to its own.
+
+    Run one query frame at a time (`lax.map`), so memory is [H*W, T*H*W] scores, not the
+    [(T*H*W)^2] that a full mask would take; softmax in fp32 (diffusers: upcast_softmax).
+    """
+    b, t, h, w, c = x.shape
+    hs = rearrange(_group_norm(p["group_norm"], x, groups), "b t h w c -> b (t h w) c")
+    q = _linear(p["to_q"], hs)
+    k = _linear(p["to_k"], hs)
+    v = _linear(p["to_v"], hs)
+    q = rearrange(q, "b (t s) c -> t b s c", t=t)
+    key_frame = jnp.repeat(jnp.arange(t), h * w)
+    scale = 1.0 / np.sqrt(c)
+    precision = jax.lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
+
+    def one_frame(args):
+        qi, i = args
+        s = jnp.einsum("bqc,bkc->bqk", qi, k, precision=precision,
+                       preferred_element_type=jnp.float32) * scale
+        s = jnp.where(key_frame[None, None, :] <= i, s, -jnp.inf)
+        a = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+        return jnp.einsum("bqk,bkc->bqc", a, v, precision=precision)
+
+    o = jax.lax.map(one_frame, (q, jnp.arange(t)))
+    o = rearrange(o, "t b s c -> b (t s) c")
+    o = _linear(p["to_out_0"], o)
+    return x + o.reshape(b, t, h, w, c)
+
+
+def _mid_block(p: dict, x: jax.Array, groups: int) -> jax.Array:
+    x = _resnet(p["resnets_0"], x, groups)
+    if "attentions_0" in p:
+        x = _mid_attention(p["attentions_0"], x, groups)
+    return _resnet(p["resnets_1"], x, groups)
+
+
+def _upsample(p: dict, x: jax.Array, factor: tuple[int, int, int]) -> jax.Array:
+    """Nearest upsampling; frame 0 only spatially (the causal first frame), then a causal conv."""
+    ft, fh, fw = factor
+    first = repeat(x[:, :1], "b t h w c -> b t (h fh) (w fw) c", fh=fh, fw=fw)
+    if x.shape[1] > 1:
+        rest = repeat(x[:, 1:], "b t h w c -> b (t ft) (h fh) (w fw) c", ft=ft, fh=fh, fw=fw)
+        first = jnp.concatenate([first, rest], axis=1)
+    return _conv(p["conv"]["conv"], first)
+
+
+def _encoder(p: dict, cfg: VAEConfig, x: jax.Array) -> jax.Array:
+    g = cfg.norm_num_groups
+    x = _conv(p["conv_in"]["conv"], x)
+    for i, stride in enumerate(cfg.down_strides()):
+        blk = p[f"down_blocks_{i}"]
+        for j in range(cfg.layers_per_block):
+            x = _resnet(blk[f"resnets_{j}"], x, g)
+        if stride is not None:
+            x = _conv(blk["downsamplers_0"]["conv"]["conv"], x, stride)
+    x = _mid_block(p["mid_block"], x, g)
+    x = jax.nn.silu(_group_norm(p["conv_norm_out"], x, g))
+    return _conv(p["conv_out"]["conv"], x)
+
+
+def _decoder(p: dict, cfg: VAEConfig, z: jax.Array) -> jax.Array:
+    g = cfg.norm_num_groups
+    x = _conv(p["conv_in"]["conv"], z)
+    x = _mid_block(p["mid_block"], x, g)
+    for i, factor in enumerate(cfg.up_factors()):
+        blk = p[f"up_blocks_{i}"]
+        for j in range(cfg.layers_per_block + 1):
+            x = _resnet(blk[f"resnets_{j}"], x, g)
+        if factor is not None:
+            x = _upsample(blk["upsamplers_0"], x, factor)
+    x = jax.nn.silu(_group_norm(p["conv_norm_out"], x, g))
+    return _conv(p["conv_out"]["conv"], x)
+
+
+def _encode_tile(params: Params, cfg: VAEConfig, x: jax.Array) -> jax.Array:
+    """One tile: pixels -> raw posterior parameters [.., 2C] (mean, logvar), fp32."""
+    dtype = params["quant_conv"]["kernel"].dtype
+    h = _encoder(params["encoder"], cfg, x.astype(dtype))
+    return _conv(params["quant_conv"], h).astype(jnp.float32)
+
+
+def _decode_tile(params: Params, cfg: VAEConfig, z: jax.Array) -> jax.Array:
+    """One tile: latents -> pixels, fp32."""
+    dtype = params["post_quant_conv"]["kernel"].dtype
+    z = _conv(params["post_quant_conv"], z.astype(dtype))
+    return _decoder(params["decoder"], cfg, z).astype(jnp.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(fn, xla_options: tuple) -> callable:
+    """The per-tile function, jitted once per (function, XLA options); XLA caches per tile shape."""
+    return jax.jit(fn, static_argnums=(1,), compiler_options=dict(xla_options) or None)
+
+
+# ----------------------------------------------------------------------------- public API
+
+def _check_video(video, cfg: VAEConfig) -> None:
+    if video.ndim != 5 or video.shape[-1] != cfg.in_channels:
+        raise ValueError(f"video: expected [B, T, H, W, {cfg.in_channels}], got shape {tuple(video.shape)}")
+    t, h, w = video.shape[1:4]
+    if (t - 1) % cfg.temporal_compression_ratio:
+        raise ValueError(f"video: expected 4k+1 frames (1, 5, 9, ...), got {t}; "
+                         f"use vae.fit_num_frames to trim or pad")
+    r = cfg.spatial_compression_ratio
+    if h % r or w % r:
+        raise ValueError(f"video: height and width must be multiples of {r}, got {h}x{w}")
+
+
+def fit_num_frames(video, mode: str = "trim"):
+    """Makes the frame count (axis 1 of [B, T, ...]) of the form 4k+1.
+
+    'trim' drops trailing frames down to 4*((T-1)//4)+1; 'pad' repeats the last frame up to the
+    next 4k+1. Works on numpy and JAX arrays.
+    """
+    t = video.shape[1]
+    if t < 1:
+        raise ValueError("video: expected at least one frame")
+    if mode == "trim":
+        return video[:, :4 * ((t - 1) // 4) + 1]
+    if mode == "pad":
+        extra = (-(t - 1)) % 4
+        if extra == 0:
+            return video
+        xp = jnp if isinstance(video, jax.Array) else np
+        return xp.concatenate([video, xp.repeat(video[:, -1:], extra, axis=1)], axis=1)
+    raise ValueError(f"mode: expected 'trim' or 'pad', got {mode!r}")
+
+
+def encode(params: Params, cfg: VAEConfig, video: jax.Array, *, tiling: Tiling | None = None,
+           dtype=None) -> tuple[jax.Array, jax.Array]:
+    """Pixels [B, T=4k+1, H, W, 3] in [-1, 1] -> posterior (mean, logvar), each [B, T', H', W', C].
+
+    logvar is clamped to [-30, 20] as diffusers' DiagonalGaussianDistribution does.
+    """
+    _check_video(video, cfg)
+    tiling = cfg.tiling if tiling is None else tiling
+    params = cast_params(params, dtype or cfg.dtype)
+    fn = functools.partial(_jitted(_encode_tile, cfg.xla_options), params, cfg)
+    h = encode_tiled(fn, jnp.asarray(video, jnp.float32), tiling, cfg.spatial_compression_ratio,
+                     cfg.temporal_compression_ratio)
+    mean, logvar = jnp.split(h, 2, axis=-1)
+    return mean, jnp.clip(logvar, -30.0, 20.0)
+
+
+def decode(params: Params, cfg: VAEConfig, z: jax.Array, *, tiling: Tiling | None = None,
+           dtype=None) -> jax.Array:
+    """Unscaled latents [B, T', H', W', C] -> pixels [B, 4(T'-1)+1, 8H', 8W', 3] (not clipped)."""
+    if z.ndim != 5 or z.shape[-1] != cfg.latent_channels:
+        raise ValueError(f"latents: expected [B, T', H', W', {cfg.latent_channels}], got shape "
+                         f"{tuple(z.shape)}")
+    tiling = cfg.tiling if tiling is None else tiling
+    params = cast_params(params, dtype or cfg.dtype)
+    fn = functools.partial(_jitted(_decode_tile, cfg.xla_options), params, cfg)
+    return decode_tiled(fn, jnp.asarray(z, jnp.float32), tiling, cfg.spatial_compression_ratio,
+                        cfg.temporal_compression_ratio)
+
+
+def posterior_mode(mean: jax.Array, logvar: jax.Array) -> jax.Array:
+    """The posterior's mode (= its mean, a diagonal Gaussian)."""
+    del logvar
+    return mean
+
+
+def posterior_mean(mean: jax.Array, logvar: jax.Array) -> jax.Array:
+    del logvar
+    return mean
+
+
+def posterior_sample(mean: jax.Array, logvar: jax.Array, key: jax.Array) -> jax.Array:
+    """mean + exp(logvar / 2) * N(0, 1), noise drawn from `key`."""
+    return mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape, mean.dtype)
+
+
+def encode_latents(params: Params, cfg: VAEConfig, video: jax.Array, *, key: jax.Array | None = None,
+                   tiling: Tiling | None = None, dtype=None) -> jax.Array:
+    """Scaled latents for the backbone: posterior mode (or a sample if `key`) times scaling_factor."""
+    mean, logvar = encode(params, cfg, video, tiling=tiling, dtype=dtype)
+    z = posterior_mode(mean, logvar) if key is None else posterior_sample(mean, logvar, key)
+    return z * cfg.scaling_factor
+
+
+def decode_latents(params: Params, cfg: VAEConfig, latents: jax.Array, *,
+                   tiling: Tiling | None = None, dtype=None) -> jax.Array:
+    """Scaled latents from the backbone -> pixels: divides by scaling_factor, then decodes."""
+    return decode(params, cfg, latents / cfg.scaling_factor, tiling=tiling, dtype=dtype)

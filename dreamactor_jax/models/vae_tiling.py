@@ -1,0 +1,195 @@
+"""Temporal (framewise) and spatial tiling for the 3D causal VAE, blended as diffusers does.
+
+This reproduces `AutoencoderKLHunyuanVideo._temporal_tiled_encode/_decode` and
+`tiled_encode/tiled_decode` (diffusers 0.42.1) step for step, including one detail that
+matters for exactness: diffusers blends tiles *in place*, so a tile that was blended with
+its upper/left (or previous) neighbour is the one the next tile blends with. Tiles are run
+by a jitted per-tile function (one compile per distinct tile shape) in a Python loop, so
+device memory is bounded by one tile's activations plus the (small) blended outputs.
+
+Layouts are channels-last: pixels `[B, T, H, W, 3]`, latents `[B, T', H', W', C]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+TileFn = Callable[[jax.Array], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiling:
+    """Tiling switches and sizes, in *sample* (pixel) units, named and defaulted as in diffusers.
+
+    framewise_encode/decode: temporal tiling (diffusers `use_framewise_encoding/decoding`, on by
+    default). spatial: spatial tiling (diffusers `use_tiling`, off unless `enable_tiling()`).
+    A temporal encode tile covers `min_num_frames + 1` frames and tiles start every
+    `stride_num_frames` frames; spatial tiles are `min_height x min_width` every `stride_*` pixels.
+    """
+
+    framewise_encode: bool = True
+    framewise_decode: bool = True
+    spatial: bool = False
+    min_height: int = 256
+    min_width: int = 256
+    min_num_frames: int = 16
+    stride_height: int = 192
+    stride_width: int = 192
+    stride_num_frames: int = 12
+
+    def __post_init__(self):
+        for name in ("min_height", "min_width", "min_num_frames",
+                     "stride_height", "stride_width", "stride_num_frames"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"Tiling.{name}: expected a positive int, got {getattr(self, name)}")
+        for axis in ("height", "width", "num_frames"):
+            if getattr(self, f"stride_{axis}") > getattr(self, f"min_{axis}"):
+                raise ValueError(f"Tiling.stride_{axis}: must be <= min_{axis} (tiles must overlap or touch)")
+
+    @classmethod
+    def off(cls) -> "Tiling":
+        """No tiling at all: one pass over the whole video (memory grows with its size)."""
+        return cls(framewise_encode=False, framewise_decode=False, spatial=False)
+
+    @classmethod
+    def pipeline(cls) -> "Tiling":
+        """What the reference pipeline runs: framewise on plus `vae.enable_tiling()` (spatial on)."""
+        return cls(spatial=True)
+
+
+def blend(a: jax.Array, b: jax.Array, extent: int, axis: int) -> jax.Array:
+    """Returns `b` with its first `extent` slices along `axis` cross-faded from `a`'s last ones.
+
+    Same formula as diffusers' blend_v/blend_h/blend_t: `a[-e+y]*(1-y/e) + b[y]*(y/e)`, the
+    weights computed in float64 and rounded once to the tensors' dtype, as PyTorch does.
+    """
+    extent = min(a.shape[axis], b.shape[axis], extent)
+    if extent <= 0:
+        return b
+    y = np.arange(extent, dtype=np.float64) / extent
+    shape = [1] * b.ndim
+    shape[axis] = extent
+    w_b = jnp.asarray(y.reshape(shape), dtype=b.dtype)
+    w_a = jnp.asarray((1.0 - y).reshape(shape), dtype=b.dtype)
+    a_tail = jax.lax.slice_in_dim(a, a.shape[axis] - extent, a.shape[axis], axis=axis)
+    b_head = jax.lax.slice_in_dim(b, 0, extent, axis=axis)
+    b_rest = jax.lax.slice_in_dim(b, extent, b.shape[axis], axis=axis)
+    return jnp.concatenate([a_tail * w_a + b_head * w_b, b_rest], axis=axis)
+
+
+def _blend_grid(rows: list[list[jax.Array]], blend_h: int, blend_w: int,
+                keep_h: int, keep_w: int) -> jax.Array:
+    """Blends a grid of spatial tiles (upper and left neighbours, in place) and stitches it."""
+    out_rows = []
+    for i, row in enumerate(rows):
+        kept = []
+        for j in range(len(row)):
+            tile = row[j]
+            if i > 0:
+                tile = blend(rows[i - 1][j], tile, blend_h, axis=2)
+            if j > 0:
+                tile = blend(row[j - 1], tile, blend_w, axis=3)
+            row[j] = tile  # in place, as diffusers: later neighbours see the blended tile
+            kept.append(tile[:, :, :keep_h, :keep_w])
+        out_rows.append(jnp.concatenate(kept, axis=3))
+    return jnp.concatenate(out_rows, axis=2)
+
+
+def spatial_tiled_encode(tile_fn: TileFn, x: jax.Array, t: Tiling, ratio: int) -> jax.Array:
+    """diffusers `tiled_encode`: pixel tiles -> latent tiles, blended in latent space."""
+    _, _, height, width, _ = x.shape
+    lat_min_h, lat_min_w = t.min_height // ratio, t.min_width // ratio
+    lat_stride_h, lat_stride_w = t.stride_height // ratio, t.stride_width // ratio
+    rows = [[tile_fn(x[:, :, i:i + t.min_height, j:j + t.min_width])
+             for j in range(0, width, t.stride_width)]
+            for i in range(0, height, t.stride_height)]
+    out = _blend_grid(rows, lat_min_h - lat_stride_h, lat_min_w - lat_stride_w,
+                      lat_stride_h, lat_stride_w)
+    return out[:, :, :height // ratio, :width // ratio]
+
+
+def spatial_tiled_decode(tile_fn: TileFn, z: jax.Array, t: Tiling, ratio: int) -> jax.Array:
+    """diffusers `tiled_decode`: latent tiles -> pixel tiles, blended in pixel space."""
+    _, _, height, width, _ = z.shape
+    lat_min_h, lat_min_w = t.min_height // ratio, t.min_width // ratio
+    lat_stride_h, lat_stride_w = t.stride_height // ratio, t.stride_width // ratio
+    rows = [[tile_fn(z[:, :, i:i + lat_min_h, j:j + lat_min_w])
+             for j in range(0, width, lat_stride_w)]
+            for i in range(0, height, lat_stride_h)]
+    out = _blend_grid(rows, t.min_height - t.stride_height, t.min_width - t.stride_width,
+                      t.stride_height, t.stride_width)
+    return out[:, :, :height * ratio, :width * ratio]
+
+
+def _needs_spatial(t: Tiling, height: int, width: int, min_h: int, min_w: int) -> bool:
+    return t.spatial and (height > min_h or width > min_w)
+
+
+def encode_tiled(tile_fn: TileFn, x: jax.Array, t: Tiling, spatial_ratio: int,
+                 temporal_ratio: int) -> jax.Array:
+    """diffusers `_encode`: framewise tiling first, spatial tiling inside (or alone), else one pass.
+
+    `tile_fn` maps pixels `[B, t, h, w, 3]` to the raw posterior parameters `[B, t', h', w', 2C]`.
+    """
+    _, num_frames, height, width, _ = x.shape
+    spatial = _needs_spatial(t, height, width, t.min_height, t.min_width)
+
+    def one(tile):
+        return spatial_tiled_encode(tile_fn, tile, t, spatial_ratio) if spatial else tile_fn(tile)
+
+    if not (t.framewise_encode and num_frames > t.min_num_frames):
+        return one(x)
+    lat_frames = (num_frames - 1) // temporal_ratio + 1
+    lat_min = t.min_num_frames // temporal_ratio
+    lat_stride = t.stride_num_frames // temporal_ratio
+    tiles = []
+    for i in range(0, num_frames, t.stride_num_frames):
+        tile = x[:, i:i + t.min_num_frames + 1]
+        if i > 0 and tile.shape[1] == 1:
+            continue  # encodes to one latent frame that diffusers drops: skip the work
+        enc = one(tile)
+        tiles.append(enc[:, 1:] if i > 0 else enc)
+    kept = [tiles[0][:, :lat_stride + 1]]
+    for i in range(1, len(tiles)):
+        tiles[i] = blend(tiles[i - 1], tiles[i], lat_min - lat_stride, axis=1)
+        kept.append(tiles[i][:, :lat_stride])
+    return jnp.concatenate(kept, axis=1)[:, :lat_frames]
+
+
+def decode_tiled(tile_fn: TileFn, z: jax.Array, t: Tiling, spatial_ratio: int,
+                 temporal_ratio: int) -> jax.Array:
+    """diffusers `_decode`: framewise tiling first, spatial tiling inside (or alone), else one pass.
+
+    `tile_fn` maps latents `[B, t', h', w', C]` to pixels `[B, 4(t'-1)+1, 8h', 8w', 3]`.
+    """
+    _, num_frames, height, width, _ = z.shape
+    lat_min_h, lat_min_w = t.min_height // spatial_ratio, t.min_width // spatial_ratio
+    spatial = _needs_spatial(t, height, width, lat_min_h, lat_min_w)
+
+    def one(tile):
+        return spatial_tiled_decode(tile_fn, tile, t, spatial_ratio) if spatial else tile_fn(tile)
+
+    lat_min = t.min_num_frames // temporal_ratio
+    if not (t.framewise_decode and num_frames > lat_min):
+        return one(z)
+    sample_frames = (num_frames - 1) * temporal_ratio + 1
+    lat_stride = t.stride_num_frames // temporal_ratio
+    if lat_stride <= 0:
+        raise ValueError(f"Tiling.stride_num_frames: must be >= {temporal_ratio} for framewise decoding")
+    tiles = []
+    for i in range(0, num_frames, lat_stride):
+        tile = z[:, i:i + lat_min + 1]
+        if i > 0 and tile.shape[1] == 1:
+            continue  # decodes to one frame that diffusers drops: skip the work
+        dec = one(tile)
+        tiles.append(dec[:, 1:] if i > 0 else dec)
+    kept = [tiles[0][:, :t.stride_num_frames + 1]]
+    for i in range(1, len(tiles)):
+        tiles[i] = blend(tiles[i - 1], tiles[i], t.min_num_frames - t.stride_num_frames, axis=1)
+        kept.append(tiles[i][:, :t.stride_num_frames])
+    return jnp.concatenate(kept, axis=1)[:, :sample_frames]
