@@ -14,7 +14,9 @@ with L = 4m + 1 and O = 4j + 1. The scheme, chosen against drift:
     latent frames of the next segment; the sampler clamps those latents (noised to the current sigma,
     replacement guidance) so motion continues through the boundary;
   * the last segment is padded to 4k + 1 frames by repeating the last driving frame; the padding is
-    dropped from the output.
+    dropped from the output. With `equal_lengths=True` (what the pipeline uses) the last segment
+    instead keeps the full length L by starting earlier and taking a longer context (still 4j + 1
+    frames) from the previous segment, so every segment has one shape and the sampler compiles once.
 `plan_segments` is pure bookkeeping; `stitch` assembles the output, keeping each frame once.
 """
 
@@ -43,8 +45,14 @@ def _check_4k1(name: str, n: int) -> None:
         raise ValueError(f"{name} must be of the form 4k + 1 (1, 5, 9, ..., 121), got {n}")
 
 
-def plan_segments(num_frames: int, max_frames: int = 121, overlap: int = 5) -> list[Segment]:
-    """Cuts `num_frames` driving frames into segments of at most `max_frames` with `overlap` shared frames."""
+def plan_segments(num_frames: int, max_frames: int = 121, overlap: int = 5, *,
+                  equal_lengths: bool = False) -> list[Segment]:
+    """Cuts `num_frames` driving frames into segments of at most `max_frames` with `overlap` shared frames.
+
+    `equal_lengths`: when there are several segments, the last one also has `max_frames` frames; it
+    starts earlier and its context (4j + 1 >= overlap frames) covers what the previous one made; padding
+    (the last driving frame repeated) fills what is left.
+    """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     _check_4k1("max_frames", max_frames)
@@ -56,6 +64,13 @@ def plan_segments(num_frames: int, max_frames: int = 121, overlap: int = 5) -> l
     while True:
         remaining = num_frames - start
         if remaining <= max_frames:
+            if equal_lengths and segments:
+                prev_end = start + context  # frames [0, prev_end) are generated already
+                need = prev_end - (num_frames - max_frames)  # context that fills the segment exactly
+                context = max(context, need - (need - 1) % 4)  # rounded down to 4j + 1 (then padded)
+                start = prev_end - context
+                segments.append(Segment(start, max_frames, min(max_frames, num_frames - start), context))
+                return segments
             length = remaining if (remaining - 1) % 4 == 0 else remaining + (4 - (remaining - 1) % 4)
             segments.append(Segment(start, length, remaining, context))
             return segments
@@ -85,11 +100,13 @@ def stitch(outputs: list[np.ndarray], segments: list[Segment]) -> np.ndarray:
     return np.concatenate(parts, axis=0)
 
 
-def boundary_continuity(video: np.ndarray, segments: list[Segment]) -> dict:
+def boundary_continuity(video: np.ndarray, segments: list[Segment], window: int = 4) -> dict:
     """Measures continuity: mean |frame[i+1] - frame[i]| at segment boundaries vs. inside segments.
 
     Returns {"boundary": mean change across boundaries, "inside": median change between neighbours
-    elsewhere, "ratio": boundary / inside}. A ratio <= 1 means no visible seam.
+    elsewhere, "ratio": boundary / inside, "local_ratio": the largest ratio of a boundary's change to
+    the mean change of the `window` inside pairs on each side of it (motion speed varies over a
+    video, so this compares a seam with the motion around it)}. A ratio <= 1 means no visible seam.
     """
     v = video.astype(np.float32)
     diffs = np.abs(np.diff(v, axis=0)).reshape(v.shape[0] - 1, -1).mean(axis=1)
@@ -99,4 +116,11 @@ def boundary_continuity(video: np.ndarray, segments: list[Segment]) -> dict:
     inside = np.delete(diffs, boundary_idx)
     b = float(diffs[boundary_idx].mean()) if boundary_idx else 0.0
     i = float(np.median(inside)) if inside.size else 0.0
-    return {"boundary": b, "inside": i, "ratio": b / i if i > 0 else float("inf") if b > 0 else 0.0}
+    local = 0.0
+    for k in boundary_idx:
+        near = [j for j in range(k - window, k + window + 1) if j != k and 0 <= j < diffs.shape[0]
+                and j not in boundary_idx]
+        ref = float(np.mean(diffs[near])) if near else 0.0
+        local = max(local, diffs[k] / ref if ref > 0 else (float("inf") if diffs[k] > 0 else 0.0))
+    return {"boundary": b, "inside": i, "ratio": b / i if i > 0 else float("inf") if b > 0 else 0.0,
+            "local_ratio": float(local)}

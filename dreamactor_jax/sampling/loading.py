@@ -1,0 +1,154 @@
+"""What sampling runs on: a trained adapter, the converted base it was trained on, and the VAE.
+
+`--checkpoint` is a training run (`launch/train.py --workdir`), its `checkpoints/` folder, or one
+step folder inside it. Its `meta` item holds the run's config: the variant (`pose` / `e2e`), the
+backbone (`model.name`), the LoRA shape, and where the converted base (`base_checkpoint`) and VAE
+(`preprocess.vae_checkpoint`) are; `--base` / `--vae` override those paths (moved folders). The
+adapter is merged into the base once (`models.lora.merge_lora`).
+
+Nothing here ever makes random weights: a run trained on a random base (a smoke run), a missing
+base or VAE folder, or no checkpoint at all is a ValueError that says which command to run first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+HOWTO = ("convert the backbone (python tools/convert_weights.py HunyuanVideo-I2V/transformer ckpt/base "
+         "--variant i2v-33ch) and the VAE (python tools/convert_weights.py HunyuanVideo-I2V/vae ckpt/vae), "
+         "train an adapter on them (python launch/train.py --config configs/pose.py --workdir runs/pose "
+         "--config.base_checkpoint=ckpt/base --config.data.shards=shards/ "
+         "--config.preprocess.vae_checkpoint=ckpt/vae), then pass --checkpoint runs/pose")
+
+
+@dataclasses.dataclass
+class Loaded:
+    mcfg: Any                 # MMDiTConfig (runtime dtype set)
+    params: dict              # base with the adapter merged
+    vcfg: Any                 # VAEConfig
+    vparams: dict
+    variant: str              # "pose" or "e2e"
+    config: dict              # the training run's config
+    step: int
+    base: str
+    vae: str
+
+
+def default_dtype() -> str:
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
+def find_step(path: str | Path) -> tuple[Path, int]:
+    """(the checkpoints folder, the step) for a workdir, its checkpoints/ folder or a step folder."""
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"--checkpoint {p}: does not exist; {HOWTO}")
+    if (p / "checkpoints").is_dir():
+        p = p / "checkpoints"
+    if p.name.isdigit() and (p / "meta").exists():
+        return p.parent, int(p.name)
+    steps = sorted(int(c.name) for c in p.iterdir() if c.name.isdigit() and (c / "state").exists()) \
+        if p.is_dir() else []
+    if not steps:
+        raise ValueError(f"--checkpoint {p}: holds no trained adapter (no <step>/state folder); {HOWTO}")
+    return p, steps[-1]
+
+
+def read_config(path: str | Path) -> tuple[dict, int]:
+    """(the run's config dict, step) of the latest (or given) checkpoint, without reading arrays."""
+    import orbax.checkpoint as ocp
+
+    folder, step = find_step(path)
+    mngr = ocp.CheckpointManager(folder.absolute(), item_names=("state", "data", "meta"))
+    try:
+        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    except Exception as e:  # noqa: BLE001 - orbax raises many kinds; one line for the user
+        raise ValueError(f"--checkpoint {folder}/{step}: cannot read its meta ({str(e).splitlines()[0][:200]})") from None
+    finally:
+        mngr.close()
+    return dict(meta.get("config") or {}), step
+
+
+def read_adapter(path: str | Path) -> tuple[dict, dict, int]:
+    """(LoRA pytree, the run's config dict, step) of the latest (or given) checkpoint."""
+    import orbax.checkpoint as ocp
+
+    folder, step = find_step(path)
+    mngr = ocp.CheckpointManager(folder.absolute(), item_names=("state", "data", "meta"))
+    try:
+        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+    except Exception as e:  # noqa: BLE001 - orbax raises many kinds; one line for the user
+        raise ValueError(f"--checkpoint {folder}/{step}: cannot read it ({str(e).splitlines()[0][:200]})") from None
+    finally:
+        mngr.close()
+    if "lora" not in state:
+        raise ValueError(f"--checkpoint {folder}/{step}: no adapter ('lora') in its state")
+    return state["lora"], dict(meta.get("config") or {}), step
+
+
+def _check_dir(flag: str, path: str | None, what: str) -> Path:
+    if not path:
+        raise ValueError(f"{flag}: the run names no converted {what} (trained on random weights?); "
+                         f"sampling never uses random weights: pass {flag} DIR or {HOWTO}")
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise ValueError(f"{flag} {p}: not a converted {what} folder (no config.json); {HOWTO}")
+    return p
+
+
+def load(checkpoint: str | Path | None, *, base: str | None = None, vae: str | None = None,
+         dtype: str | None = None) -> Loaded:
+    """Reads adapter, base and VAE, checks they fit together, merges the adapter into the base."""
+    from dreamactor_jax.models import lora as lora_lib
+    from dreamactor_jax.weights.checkpoint import load_config, load_params
+
+    if not checkpoint:
+        raise ValueError(f"--checkpoint: not given, and sampling never uses random weights; {HOWTO}")
+    lora, config, step = read_adapter(checkpoint)
+    variant = config.get("variant", "pose")
+    base_dir = _check_dir("--base", base or config.get("base_checkpoint"), "backbone")
+    vae_dir = _check_dir("--vae", vae or (config.get("preprocess") or {}).get("vae_checkpoint"), "VAE")
+    dtype = dtype or default_dtype()
+
+    mcfg = load_config(base_dir, dtype=dtype, param_dtype=dtype)
+    if getattr(mcfg, "in_channels", None) is None or type(mcfg).__name__ != "MMDiTConfig":
+        raise ValueError(f"--base {base_dir}: holds a {type(mcfg).__name__}, not the backbone")
+    trained = (config.get("model") or {}).get("name")
+    if trained:
+        from dreamactor_jax.models.config import MMDiTConfig
+
+        want = MMDiTConfig.named(trained).to_diffusers_config()
+        have = mcfg.to_diffusers_config()
+        diffs = [k for k in want if _norm(want[k]) != _norm(have.get(k))]
+        if diffs:
+            raise ValueError(f"--base {base_dir}: not the backbone the adapter was trained on ({trained}): "
+                             + ", ".join(f"{k} {have.get(k)!r} vs {want[k]!r}" for k in diffs[:3]))
+    if mcfg.in_channels != 2 * mcfg.out_channels + 1:
+        raise ValueError(f"--base {base_dir}: in_channels {mcfg.in_channels}; the in-context input needs "
+                         f"noise + condition + mask = {2 * mcfg.out_channels + 1}")
+    vcfg = load_config(vae_dir, dtype=dtype)
+    if type(vcfg).__name__ != "VAEConfig":
+        raise ValueError(f"--vae {vae_dir}: holds a {type(vcfg).__name__}, not a VAE")
+    if vcfg.latent_channels != mcfg.out_channels:
+        raise ValueError(f"--vae {vae_dir}: {vcfg.latent_channels} latent channels, the backbone takes "
+                         f"{mcfg.out_channels}")
+
+    lcfg = lora_lib.LoRAConfig(**dict(config.get("lora") or {}))
+    params = load_params(base_dir, dtype=jnp.dtype(dtype))
+    try:
+        donate = () if jax.default_backend() == "cpu" else (0,)  # reuse the base's buffers on GPU/TPU
+        params = jax.jit(lambda p, a: lora_lib.merge_lora(p, a, mcfg, lcfg), donate_argnums=donate)(params, lora)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"--checkpoint: adapter does not fit the backbone at {base_dir} ({e})") from None
+    vparams = load_params(vae_dir)
+    return Loaded(mcfg, params, vcfg, vparams, variant, config, step, str(base_dir), str(vae_dir))
+
+
+def _norm(x):
+    return list(x) if isinstance(x, (list, tuple)) else x
