@@ -59,4 +59,4 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
 
 
 def global_norm(tree) -> jax.Array:
-    return optax.global_norm(tree)
+    return optax.tree.norm(tree)

@@ -54,7 +54,7 @@ def eval_loss(lora: Any, base: Any, batch: dict, key: jax.Array, spec: RunSpec) 
 def train_step(state: dict, base: Any, batch: dict, spec: RunSpec) -> tuple[dict, dict]:
     key = jax.random.fold_in(state["rng"], state["step"])
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["lora"], base, batch, key, spec)
-    gnorm = optax.global_norm(grads)
+    gnorm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
     optimizer = make_optimizer(spec.optim)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["lora"])
