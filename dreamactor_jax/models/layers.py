@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from einops import rearrange
 
 from dreamactor_jax.sharding import constrain
@@ -67,6 +68,24 @@ def init_from_specs(specs: dict, key: jax.Array, dtype) -> dict:
         return (jax.random.normal(k, spec.shape, jnp.float32) / math.sqrt(fan_in)).astype(dtype)
 
     return jax.tree_util.tree_unflatten(treedef, [one(s, k) for s, k in zip(leaves, keys)])
+
+
+def init_from_specs_numpy(specs: dict, seed: int, dtype=np.float32, bias_std: float = 0.0) -> dict:
+    """Host-side (numpy) twin of `init_from_specs`: no XLA compilation, for tests and toy runs.
+
+    `bias_std > 0` also randomises biases and norm scales (around 0 and 1), so every parameter matters.
+    """
+    rng = np.random.default_rng(seed)
+
+    def one(spec: ParamSpec):
+        shape = spec.shape[1:] if spec.axes[:1] == ("layers",) else spec.shape
+        if spec.init == "normal":
+            a = rng.standard_normal(spec.shape) / math.sqrt(math.prod(shape[:-1]))
+        else:
+            a = np.full(spec.shape, 1.0 if spec.init == "ones" else 0.0) + bias_std * rng.standard_normal(spec.shape)
+        return jnp.asarray(a.astype(dtype))
+
+    return jax.tree_util.tree_map(one, specs, is_leaf=is_spec)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from dreamactor_jax.models.config import MMDiTConfig
 from dreamactor_jax.models.layers import (
     ParamSpec,
     init_from_specs,
+    init_from_specs_numpy,
     is_spec,
     layer_norm,
     linear,
@@ -124,6 +125,11 @@ def param_axes(cfg: MMDiTConfig) -> dict:
 def init_params(cfg: MMDiTConfig, key: jax.Array) -> dict:
     """Random base parameters in `cfg.param_dtype` (use `jax.eval_shape` for shapes only)."""
     return init_from_specs(param_specs(cfg), key, jnp.dtype(cfg.param_dtype))
+
+
+def init_params_numpy(cfg: MMDiTConfig, seed: int = 0, bias_std: float = 0.0) -> dict:
+    """Random parameters drawn on the host (no compilation: fast for tiny test configs)."""
+    return init_from_specs_numpy(param_specs(cfg), seed, jnp.dtype(cfg.param_dtype), bias_std)
 
 
 def count_params(cfg: MMDiTConfig) -> int:
