@@ -50,12 +50,20 @@ class LeafWriter:
     buffer is dropped afterwards. `finalize()` commits the checkpoint (and must be called once).
     """
 
-    def __init__(self, path: str | os.PathLike, flush_bytes: int = 256 << 20):
+    def __init__(self, path: str | os.PathLike, flush_bytes: int = 256 << 20, compress: bool = False):
         try:
+            from orbax.checkpoint.experimental import v1 as ocp1
             from orbax.checkpoint.experimental.v1 import partial
         except ImportError as e:  # older orbax: no partial save
             raise ValueError(f"orbax-checkpoint: partial save (experimental.v1.partial) is needed to write params ({e})") from None
         self._partial = partial
+        # zstd buys ~10% on bf16 weights for minutes of CPU on a 25 GB model: off by default
+        self._context = ocp1.Context()
+        try:
+            self._context.array.saving.use_compression = compress
+        except AttributeError:  # older v1 API: options objects passed to the constructor
+            saving = ocp1.options.ArrayOptions.Saving(use_compression=compress)
+            self._context = ocp1.Context(array_options=ocp1.options.ArrayOptions(saving=saving))
         self.path = Path(path).absolute()
         self.flush_bytes = flush_bytes
         self._pending: dict = {}
@@ -74,13 +82,15 @@ class LeafWriter:
 
     def flush(self) -> None:
         if self._pending:
-            self._partial.save(self.path, self._pending)
+            with self._context:
+                self._partial.save(self.path, self._pending)
             self.saves += 1
         self._pending, self._pending_bytes = {}, 0
 
     def finalize(self) -> None:
         self.flush()
-        self._partial.finalize(self.path)
+        with self._context:
+            self._partial.finalize(self.path)
 
 
 def pytree_dir(path: str | os.PathLike) -> Path:

@@ -259,8 +259,26 @@ def plan_leaves(target: Target) -> dict[tuple[str, ...], list[tuple[str, int | N
     return plan
 
 
+def fortran_order(a: np.ndarray, tile: int = 256) -> np.ndarray:
+    """The same 2-D array stored column-major, copied tile by tile (cache-friendly).
+
+    The mappings transpose Linear weights ([out, in] -> [in, out]) with `ascontiguousarray(a.T)`,
+    a naive strided copy that runs at ~100 MB/s on bf16; handing them a column-major array makes
+    that copy a no-op and this tiled one is 2-3x faster. Values are unchanged.
+    """
+    if a.ndim != 2 or a.flags.f_contiguous:
+        return a
+    out = np.empty(a.shape, a.dtype, order="F")
+    out_t = out.T  # C-contiguous [cols, rows] view
+    rows, cols = a.shape
+    for i in range(0, rows, tile):
+        for j in range(0, cols, tile):
+            out_t[j : j + tile, i : i + tile] = a[i : i + tile, j : j + tile].T
+    return out
+
+
 def _read(source: Source, key: str, widen_to: int | None) -> np.ndarray:
-    a = source.tensors.read(key)
+    a = fortran_order(source.tensors.read(key))
     if widen_to is not None and key == "x_embedder.proj.weight":
         pad = [(0, 0)] * a.ndim
         pad[1] = (0, widen_to - a.shape[1])
