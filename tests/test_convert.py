@@ -96,6 +96,29 @@ def test_diffusers_folder_converts_to_matching_forward(t2v):
     _no_leftovers(t2v["root"])
 
 
+def test_load_params_into_shardings_and_dtype(t2v):
+    from jax.sharding import NamedSharding
+
+    from dreamactor_jax import sharding
+
+    cfg = checkpoint.load_config(t2v["out"])
+    mesh = sharding.make_mesh(None)
+    shard_tree = sharding.tree_shardings(mmdit.param_axes(cfg), mesh)
+    params = checkpoint.load_params(t2v["out"], shardings=shard_tree, dtype=jnp.bfloat16)
+    leaf = params["single_transformer_blocks"]["proj_out"]["kernel"]
+    assert leaf.dtype == jnp.bfloat16 and isinstance(leaf.sharding, NamedSharding)
+    assert leaf.sharding == shard_tree["single_transformer_blocks"]["proj_out"]["kernel"]
+    ref = checkpoint.load_params(t2v["out"])
+    np.testing.assert_array_equal(np.asarray(leaf), np.asarray(ref["single_transformer_blocks"]["proj_out"]["kernel"]).astype(jnp.bfloat16))
+    # the plain Orbax reader sees ONE params pytree
+    import orbax.checkpoint as ocp
+
+    raw = ocp.PyTreeCheckpointer().restore(checkpoint.pytree_dir(t2v["out"]))
+    assert sorted(raw) == sorted(ref)
+    with pytest.raises(ValueError, match="shardings"):
+        checkpoint.load_params(t2v["out"], shardings={"proj_out": leaf.sharding})
+
+
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
 def test_original_format_converts_to_identical_params(t2v, tmp_path, suffix):
     orig = {k: torch.from_numpy(v) for k, v in to_original(state_dict_numpy(t2v["model"])).items()}
