@@ -95,7 +95,7 @@ class LeafWriter:
 
 def pytree_dir(path: str | os.PathLike) -> Path:
     """The Orbax pytree folder inside a converted folder (or `path` itself if it is one)."""
-    path = Path(path)
+    path = Path(path).absolute()  # Orbax's OCDBT reader wants absolute paths
     for cand in (path / PARAMS_DIR / PYTREE_ITEM, path / PYTREE_ITEM, path):
         if (cand / "_METADATA").is_file():
             return cand
@@ -106,9 +106,14 @@ def params_metadata(path: str | os.PathLike) -> dict:
     """Nested dict of Orbax ArrayMetadata (shape, dtype) for every leaf, without reading data."""
     import orbax.checkpoint as ocp
 
-    meta = ocp.StandardCheckpointer().metadata(pytree_dir(path))
+    # the handler reads `_METADATA` itself; Checkpointer.metadata() needs a step-level
+    # `_CHECKPOINT_METADATA` on some orbax versions (0.12.4) and returns None without it
+    meta = ocp.PyTreeCheckpointHandler().metadata(pytree_dir(path))
     meta = getattr(meta, "item_metadata", meta)
-    return getattr(meta, "tree", meta)
+    meta = getattr(meta, "tree", meta)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: cannot read the params metadata (got {type(meta).__name__})")
+    return meta
 
 
 def load_params(path: str | os.PathLike, shardings: Any = None, dtype: Any = None) -> dict:
