@@ -1,0 +1,178 @@
+"""launch/sample.py end to end on a tiny converted checkpoint (tiny diffusers MMDiT + VAE through the
+converter, an adapter saved by the trainer's checkpointer), and its one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from dreamactor_jax import media  # noqa: E402
+from dreamactor_jax.models import lora as lora_lib  # noqa: E402
+from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
+from dreamactor_jax.models.vae import VAEConfig  # noqa: E402
+from dreamactor_jax.pose import PoseFrame, render_pose, standard_person  # noqa: E402
+from dreamactor_jax.sampling import inputs  # noqa: E402
+from dreamactor_jax.utils import cli_main  # noqa: E402
+
+jax.config.update("jax_enable_x64", False)
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT.parent / "shared" / "assets"
+CFG = MMDiTConfig.named("tiny-i2v-33ch")
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("sample_tool", ROOT / "launch" / "sample.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+def run(argv) -> int:
+    try:
+        cli_main(_tool(), [str(a) for a in argv])
+    except SystemExit as e:
+        return e.code
+    return 0
+
+
+def _tiny_vae():
+    cfg = VAEConfig.named("tiny", latent_channels=16)
+    n = len(cfg.block_out_channels)
+    torch.manual_seed(0)
+    return diffusers.AutoencoderKLHunyuanVideo(
+        latent_channels=16, block_out_channels=cfg.block_out_channels,
+        down_block_types=("HunyuanVideoDownBlock3D",) * n, up_block_types=("HunyuanVideoUpBlock3D",) * n,
+        layers_per_block=cfg.layers_per_block, norm_num_groups=cfg.norm_num_groups)
+
+
+def _save_run(workdir: Path, config: dict, lora) -> None:
+    from dreamactor_jax.train.checkpoint import Checkpointer
+
+    ck = Checkpointer(workdir / "checkpoints", {"model": CFG.to_diffusers_config()}, config=config, async_save=False)
+    ck.save(10, {"step": jnp.asarray(10, jnp.int32), "lora": lora}, force=True)
+    ck.close()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """Converted tiny base + VAE, a trained-looking adapter run, text embeddings and inputs."""
+    from convert_testlib import tiny_transformer
+
+    from dreamactor_jax.text.store import TextEmbeddings, save_text_embeddings
+    from dreamactor_jax.weights.convert import convert
+
+    root = tmp_path_factory.mktemp("sample")
+    tiny_transformer(CFG, seed=0).save_pretrained(root / "hf_base")
+    convert(root / "hf_base", root / "base", dtype="fp32")
+    _tiny_vae().save_pretrained(root / "hf_vae")
+    convert(root / "hf_vae", root / "vae", dtype="fp32")
+
+    lcfg = lora_lib.LoRAConfig(rank=4, alpha=4.0)
+    lora = lora_lib.init_lora(CFG, lcfg, jax.random.key(0))
+    lora = jax.tree_util.tree_map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(1), a.shape), lora)
+    config = {"variant": "pose", "model": {"name": "tiny-i2v-33ch", "guidance": 1.0}, "lora": {"rank": 4, "alpha": 4.0},
+              "base_checkpoint": str(root / "base"), "preprocess": {"vae_checkpoint": str(root / "vae"), "fps": 8.0}}
+    _save_run(root / "run", config, lora)
+    _save_run(root / "random_run", {**config, "base_checkpoint": None}, lora)
+
+    rng = np.random.default_rng(0)
+    emb = TextEmbeddings(rng.standard_normal((1, 6, 32)).astype(np.float32), np.array([[1, 1, 1, 0, 0, 0]], np.int32),
+                         rng.standard_normal((1, 24)).astype(np.float32))
+    null = TextEmbeddings(rng.standard_normal((1, 6, 32)).astype(np.float32), np.array([[1, 0, 0, 0, 0, 0]], np.int32),
+                          rng.standard_normal((1, 24)).astype(np.float32))
+    save_text_embeddings(root / "text.safetensors", emb, ["prompt"], null=null, prompts=["a dancer"])
+
+    Image.fromarray(rng.integers(0, 255, (60, 44, 3), np.uint8)).save(root / "ref.png")
+    media.write_video(root / "driving.mp4", rng.integers(0, 255, (12, 48, 40, 3), np.uint8), 8.0)
+    return root
+
+
+def _base_args(root, out):
+    return ["--checkpoint", root / "run", "--ref", root / "ref.png", "-o", out, "--text-embeddings",
+            root / "text.safetensors", "--height", 32, "--width", 32, "--steps", 2, "--segment-frames", 5,
+            "--overlap", 1, "--frames", 9, "--quiet"]
+
+
+def test_end_to_end_pose_mode_writes_video_and_side_by_side(ckpt, tmp_path, monkeypatch, capsys):
+    people = [standard_person((0.3, 0.5), 0.8), standard_person((0.7, 0.5), 0.7)]
+    monkeypatch.setattr(inputs, "make_pose_estimator",
+                        lambda *a, **k: (lambda img: PoseFrame.concat(people)))  # two people per frame
+    out, sbs = tmp_path / "out.mp4", tmp_path / "sbs.mp4"
+    assert run(["--driving", ckpt / "driving.mp4", "--side-by-side", sbs, "--guidance-scale", 3.0]
+               + _base_args(ckpt, out)) == 0
+    video = media.read_video(out)
+    assert video.shape == (9, 32, 32, 3)
+    assert video.std() > 1.0  # not a blank video
+    assert media.read_video(sbs).shape == (9, 32, 4 * 32, 3)  # reference | driving | pose | result
+    err = capsys.readouterr().err
+    assert "up to 2 per frame" in err and "CFG x3" in err
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+@pytest.mark.skipif(not (ASSETS / "anyone-video-2_kps.mp4").exists(), reason="../shared/assets not present")
+def test_rendered_pose_video(ckpt, tmp_path):
+    out = tmp_path / "kps.mp4"
+    assert run(["--pose", ASSETS / "anyone-video-2_kps.mp4"] + _base_args(ckpt, out)) == 0
+    assert media.read_video(out).shape == (9, 32, 32, 3)
+
+
+def test_panel_size_follows_the_reference_aspect():
+    assert inputs.choose_size(720, 1280) == (480, 848)       # landscape 16:9 at about 480x832 pixels
+    assert inputs.choose_size(1280, 720) == (848, 480)       # portrait
+    assert inputs.choose_size(1000, 1000, height=512) == (512, 512)
+    assert inputs.choose_size(600, 300, width=256) == (512, 256)
+    for kw in (dict(height=500), dict(width=16), dict(height=0)):
+        with pytest.raises(ValueError, match="multiples of 16"):
+            inputs.choose_size(100, 100, **kw)
+    panels = inputs.side_by_side([np.zeros((4, 6, 3), np.uint8), np.ones((5, 4, 8, 3), np.uint8)])
+    assert panels.shape == (5, 4, 14, 3) and panels[:, :, 6:].min() == 1
+
+
+def test_without_checkpoint_says_what_to_do_and_writes_nothing(ckpt, tmp_path, capsys):
+    out = tmp_path / "o.mp4"
+    args = _base_args(ckpt, out)
+    del args[:2]
+    assert run(["--pose", ckpt / "driving.mp4"] + args) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "tools/convert_weights.py" in err[0] and "launch/train.py" in err[0], err
+    assert not out.exists()
+    args = _base_args(ckpt, out)
+    args[1] = ckpt / "base"  # a converted base alone is no adapter run
+    assert run(["--pose", ckpt / "driving.mp4"] + args) == 2
+    assert "no trained adapter" in capsys.readouterr().err
+    args[1] = ckpt / "random_run"  # trained on a random base: refused
+    assert run(["--pose", ckpt / "driving.mp4"] + args) == 2
+    assert "random weights" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_bad_inputs_are_one_line_errors(ckpt, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "o.mp4"
+    (tmp_path / "bad.mp4").write_bytes(b"not a video at all")
+    cases = [
+        (["--pose", ckpt / "driving.mp4", "--ref", tmp_path / "missing.png"], "missing.png"),
+        (["--pose", tmp_path / "missing.mp4"], "missing.mp4"),
+        (["--pose", tmp_path / "bad.mp4"], "bad.mp4"),
+        (["--pose", ckpt / "driving.mp4", "--height", 40], "--height 40"),
+    ]
+    for extra, needle in cases:
+        assert run(_base_args(ckpt, out) + extra) == 2, extra
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+        assert len(err) == 1 and needle in err[0], err
+    monkeypatch.setattr(inputs, "make_pose_estimator", lambda *a, **k: (lambda img: PoseFrame.empty()))
+    assert run(_base_args(ckpt, out) + ["--driving", ckpt / "driving.mp4"]) == 2
+    err = capsys.readouterr().err
+    assert "no person found" in err and "driving.mp4" in err
+    assert not out.exists()
