@@ -1,0 +1,89 @@
+"""Toy training sets, rendered in parallel processes: prior videos, and pose-driven clips.
+
+- `prior_set`: what the I2V prior is pretrained on: single characters at W x H and two-person
+  scenes at 2W x H (so the backbone has seen wide frames before it meets the 2W in-context canvas).
+- `pose_set`: clips of training characters performing training motions, their pose videos, and
+  `aug_copies` pose videos per clip with the paper's pose augmentation (bone-length scaling and
+  box normalisation, `dreamactor_jax.pose.augment`), drawn once here so training stays on device.
+
+Everything is deterministic from (config, seed); only the "train" split of the world is used.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from dataclasses import asdict
+
+import numpy as np
+
+from dreamactor_jax.pose.augment import PoseAugConfig, augment_clip, normalize_to_box
+from dreamactor_jax.pose.render import render_clip as render_pose_clip
+from dreamactor_jax.toy.world import WorldConfig, character, motion, render_clip, render_scene
+
+# Bone factors as wide as the world's own variety of bodies (our choice; the paper gives none).
+TOY_AUG = PoseAugConfig(torso=(0.8, 1.25), arms=(0.7, 1.4), legs=(0.7, 1.4), head=(0.8, 1.25))
+INFER_NORM = dict(target_box=TOY_AUG.target_box, margin=TOY_AUG.margin)
+
+
+def normalized_pose_video(clip, cfg: WorldConfig) -> np.ndarray:
+    """The driving pose video as a pose-augmented model sees it at inference: box-normalised only."""
+    pc = normalize_to_box(clip.pose_clip(), cfg.width, cfg.height, **INFER_NORM)
+    return render_pose_clip(pc, cfg.height, cfg.width)
+
+
+def _pairs(n: int, seed: int, num_chars: int, num_motions: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 99])
+    return np.stack([rng.integers(num_chars, size=n), rng.integers(num_motions, size=n)], 1)
+
+
+def _prior_item(args):
+    cfgd, ci, mi, wide, seed = args
+    cfg = WorldConfig(**cfgd)
+    if not wide:
+        return render_clip(character("train", ci, cfg), motion("train", mi, cfg), cfg).video
+    wcfg = WorldConfig(**{**cfgd, "width": 2 * cfg.width})
+    rng = np.random.default_rng([seed, ci, mi])
+    a, b = character("train", ci, cfg), character("train", (ci * 7 + 3) % 1_000_000, cfg)
+    ma, mb = motion("train", mi, cfg), motion("train", (mi * 5 + 1) % 1_000_000, cfg)
+    xa, xb = rng.uniform(0.15, 0.4), rng.uniform(0.6, 0.85)
+    return render_scene([(a, ma, xa), (b, mb, xb)], wcfg).video
+
+
+def _pose_item(args):
+    cfgd, ci, mi, copies, seed = args
+    cfg = WorldConfig(**cfgd)
+    clip = render_clip(character("train", ci, cfg), motion("train", mi, cfg), cfg)
+    rng = np.random.default_rng([seed, ci, mi, 5])
+    augs = [render_pose_clip(augment_clip(clip.pose_clip(), rng, TOY_AUG)[0], cfg.height, cfg.width)
+            for _ in range(copies)]
+    aug = np.stack(augs) if copies else np.zeros((0,) + clip.pose_video.shape, np.uint8)
+    return clip.video, clip.pose_video, aug
+
+
+def _map(fn, items, workers: int):
+    if workers <= 1:
+        return [fn(x) for x in items]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        return pool.map(fn, items, chunksize=max(1, len(items) // (4 * workers)))
+
+
+def prior_set(cfg: WorldConfig, num_clips: int, num_scenes: int, *, num_chars: int, num_motions: int,
+              seed: int = 0, workers: int = 1) -> dict[str, np.ndarray]:
+    """{"video": uint8 [N, T, H, W, 3], "wide": uint8 [M, T, H, 2W, 3]} from training characters."""
+    cfgd = asdict(cfg)
+    pairs = _pairs(num_clips + num_scenes, seed, num_chars, num_motions)
+    items = [(cfgd, int(c), int(m), i >= num_clips, seed) for i, (c, m) in enumerate(pairs)]
+    out = _map(_prior_item, items, workers)
+    empty = lambda w: np.zeros((0, cfg.num_frames, cfg.height, w, 3), np.uint8)  # noqa: E731
+    return {"video": np.stack(out[:num_clips]) if num_clips else empty(cfg.width),
+            "wide": np.stack(out[num_clips:]) if num_scenes else empty(2 * cfg.width)}
+
+
+def pose_set(cfg: WorldConfig, num_clips: int, *, num_chars: int, num_motions: int, aug_copies: int,
+             seed: int = 0, workers: int = 1) -> dict[str, np.ndarray]:
+    """{"video", "pose": uint8 [N, T, H, W, 3], "pose_aug": uint8 [N, A, T, H, W, 3]} (self-supervised pairs)."""
+    cfgd = asdict(cfg)
+    pairs = _pairs(num_clips, seed + 1, num_chars, num_motions)
+    out = _map(_pose_item, [(cfgd, int(c), int(m), aug_copies, seed) for c, m in pairs], workers)
+    return {"video": np.stack([o[0] for o in out]), "pose": np.stack([o[1] for o in out]),
+            "pose_aug": np.stack([o[2] for o in out])}

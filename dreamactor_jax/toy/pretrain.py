@@ -1,0 +1,102 @@
+"""Stage 1: pretrain the toy image-to-video prior (full parameters), standing in for the backbone.
+
+The paper fine-tunes a backbone that was pretrained on huge video data; here that backbone is the
+project's MMDiT at small width, trained from scratch as an I2V model (condition: the first frame,
+mask on frame 0) on toy videos, single characters at W and two-person scenes at 2W. It uses the
+project's flow-matching objective (`dreamactor_jax.train.objective`) and AdamW
+(`dreamactor_jax.train.optim`); the training data stays on the device and batches are drawn there.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dreamactor_jax.models import mmdit
+from dreamactor_jax.toy import autoencoder as ae
+from dreamactor_jax.toy import model as tm
+from dreamactor_jax.train import objective as obj
+from dreamactor_jax.train.optim import OptimConfig, make_optimizer
+
+
+def flow_config(c) -> obj.FlowConfig:
+    return obj.FlowConfig(sampling=str(c.objective.sampling), shift=float(c.objective.shift), loss_region="canvas")
+
+
+def optim_config(s) -> OptimConfig:
+    return OptimConfig(lr=float(s.lr), weight_decay=float(s.weight_decay), warmup_steps=int(s.warmup),
+                       schedule="cosine", total_steps=int(s.steps), end_lr=0.1 * float(s.lr), clip_norm=1.0)
+
+
+def flow_step_loss(base, lora, cfg, lora_cfg, spec, layout, tgt, cond, mask, key, flow: obj.FlowConfig):
+    """Flow-matching loss of one batch (latents), over the video part of the layout."""
+    k1, k2 = jax.random.split(key)
+    b = tgt.shape[0]
+    noise = jax.random.normal(k1, tgt.shape, tgt.dtype)
+    sigma = obj.sample_sigmas(k2, b, flow)
+    xt = obj.add_noise(tgt, noise, sigma)
+    text, tmask, pooled = tm.text_context(spec, b)
+    xin = jnp.concatenate([xt, cond, mask], -1)
+    pred = mmdit.forward(base, cfg, xin, obj.timesteps_from_sigmas(sigma), text, tmask, pooled,
+                         lora=lora, lora_cfg=lora_cfg if lora is not None else None)
+    w = tm.loss_weights(layout, tgt.shape)[None]
+    err = jnp.square(pred.astype(jnp.float32) - obj.velocity_target(tgt, noise).astype(jnp.float32)) * w
+    return jnp.sum(err) / (jnp.sum(w) * b * tgt.shape[4])
+
+
+def run_steps(step_fns: list[Callable], state, steps: int, key, *, log_every: int = 100,
+              log: Callable[[str], None] = print, name: str = "train") -> tuple[object, list[float]]:
+    """Calls the jitted `step_fns` in turn (state, key) -> (state, loss); returns state and losses."""
+    losses, t0 = [], time.time()
+    for i in range(steps):
+        key, sk = jax.random.split(key)
+        state, loss = step_fns[i % len(step_fns)](state, key=sk)
+        if (i + 1) % log_every == 0 or i == 0 or i + 1 == steps:
+            losses_now = float(loss)
+            log(f"[{name}] step {i + 1}/{steps} loss {losses_now:.4f} ({time.time() - t0:.1f}s)")
+        losses.append(loss)
+    return state, [float(x) for x in jax.device_get(losses)]
+
+
+@functools.partial(jax.jit, static_argnames=("statics",))
+def prior_step(state, clips, key, statics):
+    """One AdamW step of the prior on a batch drawn (on device) from `clips` uint8 [N, T, H, W, 3].
+
+    `statics` = (MMDiTConfig, text spec, FlowConfig, OptimConfig, batch): hashable, so every call
+    with the same settings reuses one compiled program.
+    """
+    cfg, spec, flow, ocfg, batch = statics
+    params, opt_state = state
+    ki, kl = jax.random.split(key)
+    idx = jax.random.randint(ki, (batch,), 0, clips.shape[0])
+    video = ae.to_pixels(clips[idx])
+    tgt, cond, mask = tm.build("i2v", video, None, video[:, 0])
+    loss, grads = jax.value_and_grad(
+        lambda p: flow_step_loss(p, None, cfg, None, spec, "i2v", tgt, cond, mask, kl, flow))(params)
+    updates, opt_state = make_optimizer(ocfg).update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), loss
+
+
+def pretrain_prior(c, data: dict[str, np.ndarray], *, log: Callable[[str], None] = print):
+    """Trains the prior on `data` (from `toy.data.prior_set`); returns (params, losses, seconds)."""
+    cfg = tm.mmdit_config(c.model)
+    flow, s = flow_config(c), c.prior
+    key = jax.random.PRNGKey(int(c.seed))
+    params = mmdit.init_params(cfg, jax.random.fold_in(key, 0))
+    log(f"[prior] {tm.count(params):,} parameters; {cfg.num_layers}+{cfg.num_single_layers} blocks, "
+        f"hidden {cfg.hidden_size}")
+    ocfg = optim_config(s)
+    statics = (cfg, tm.text_spec(c.model), flow, ocfg, int(s.batch))
+    state = (params, make_optimizer(ocfg).init(params))
+    sets = [jnp.asarray(data[k]) for k in ("video", "wide") if len(data[k])]
+    fns = [functools.partial(prior_step, clips=x, statics=statics) for x in sets]
+    t0 = time.time()
+    (params, _), losses = run_steps(fns, state, int(s.steps), jax.random.fold_in(key, 1),
+                                    log_every=int(c.log_every), log=log, name="prior")
+    return params, losses, time.time() - t0
