@@ -19,13 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(shards, steps, **train_over):
+    """The tiny recipe on `shards`; the step spec (model, LoRA, optimizer) is the same in every test,
+    so the file compiles the train step once."""
     spec = importlib.util.spec_from_file_location("pose_cfg", ROOT / "configs" / "pose.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     c = mod.get_config("tiny")
     c.data.shards = str(shards)
     c.train.steps = steps
-    c.optim.total_steps = steps
     c.train.tensorboard = False
     for k, v in train_over.items():
         setattr(c.train, k, v)
@@ -111,3 +112,16 @@ def test_launcher_rejects_a_mistyped_override(tmp_path):
                         "--config.optim.lrr=0.1"], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert "lrr" in r.stderr
+
+
+def test_e2e_config_warm_starts_from_a_pose_run(shards, tmp_path):
+    pose = train(_config(shards, 2), tmp_path / "pose")
+    spec = importlib.util.spec_from_file_location("e2e_cfg", ROOT / "configs" / "e2e.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config("tiny")
+    c.data.shards, c.init_lora, c.train.tensorboard = str(shards), str(tmp_path / "pose"), False
+    e2e = train(c, tmp_path / "e2e", stop_after=0)  # no step: the adapter is exactly the warm start
+    for a, b in zip(jax.tree.leaves(pose["lora"]), jax.tree.leaves(e2e["lora"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert max(float(np.abs(np.asarray(x)).max()) for x in jax.tree.leaves(e2e["lora"])) > 0
