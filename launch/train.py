@@ -46,6 +46,7 @@ def main(argv) -> int:
     from dreamactor_jax.train.trainer import NonFiniteLossError, train
 
     logging.getLogger("dreamactor_jax").setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-save INFO chatter
     try:
         summary = train(_CONFIG.value, _WORKDIR.value, stop_after=_STOP.value)
     except NonFiniteLossError as e:
@@ -65,10 +66,21 @@ def _run(argv):
     cli_main(main, argv)
 
 
+def _parse_or_exit(argv) -> None:
+    """Parses the flags once up front so a bad flag or a mistyped --config.x key is one line, exit 2."""
+    try:
+        flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
+        msg = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split()).strip("'\"")
+        if "Traceback" in msg:  # an error raised by the config file: keep its last line
+            msg = msg.rsplit("Error: ", 1)[-1]
+        if isinstance(e, (AttributeError, KeyError)):
+            msg = f"no such config field '{msg}"
+        print(f"error: bad flag: {msg}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    try:
-        app.run(_run)
-    except flags.IllegalFlagValueError as e:  # e.g. a mistyped --config.x key
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
-        sys.exit(2)
+    _parse_or_exit(sys.argv)
+    app.run(_run)
