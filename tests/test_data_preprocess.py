@@ -1,5 +1,6 @@
 """Preprocessing: videos -> shards with the tiny JAX VAE; resumable; bad inputs skipped and reported."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -127,3 +128,25 @@ def test_plan_clips_is_deterministic_and_respects_bounds():
     assert pp.plan_clips("vid", 52, cfg)[0][1] == 49
     with pytest.raises(ValueError, match="4k \\+ 1"):
         pp.PreprocessConfig(min_frames=48)
+
+
+def test_e2e_variant_uses_the_driving_clip_and_reference(inputs, encoder, tmp_path):
+    from PIL import Image
+    Image.fromarray(np.full((40, 48, 3), 90, np.uint8)).save(inputs / "ref.png")
+    rows = [{"video": "good.mp4", "id": "good", "driving": "also.mp4", "reference": "ref.png"},
+            {"video": "also.mp4", "id": "nodrive"}]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    for name in ("good.mp4", "also.mp4", "ref.png"):
+        (tmp_path / name).symlink_to(inputs / name)
+    report = pp.Report()
+    items = pp.read_manifest(tmp_path / "m.jsonl", report)
+    cfg = pp.PreprocessConfig(variant="e2e", min_frames=9, max_frames=9, fps=8.0, height=H, width=W)
+    out = pp.run(items, tmp_path / "out", cfg, encode=encoder, text=pp.TextTable(inputs / "text.safetensors"),
+                 progress=False, report=report)
+    assert out.written == 1 and out.skipped == {"e2e row without a driving video": ["nodrive"]}
+    arrays, meta = ShardSource(list_shards(tmp_path / "out"))[0]
+    assert meta["variant"] == "e2e" and meta["driving"].endswith("also.mp4") and not meta["pose_augmented"]
+    # same clip with the pose variant differs only through the motion signal
+    pose = pp.make_example(items[0], meta["start"], 9, dataclasses.replace(cfg, variant="pose"), encoder,
+                           pp.TextTable(inputs / "text.safetensors"), _estimator)[0]
+    assert np.abs(pose["canvas"][:, :, 4:] - arrays["canvas"][:, :, 4:]).max() > 1e-3
