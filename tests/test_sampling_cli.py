@@ -86,6 +86,7 @@ def ckpt(tmp_path_factory):
               "base_checkpoint": str(root / "base"), "preprocess": {"vae_checkpoint": str(root / "vae"), "fps": 8.0}}
     _save_run(root / "run", config, lora)
     _save_run(root / "random_run", {**config, "base_checkpoint": None}, lora)
+    _save_run(root / "e2e_run", {**config, "variant": "e2e"}, lora)
 
     rng = np.random.default_rng(0)
     emb = TextEmbeddings(rng.standard_normal((1, 6, 32)).astype(np.float32), np.array([[1, 1, 1, 0, 0, 0]], np.int32),
@@ -126,6 +127,21 @@ def test_rendered_pose_video(ckpt, tmp_path):
     out = tmp_path / "kps.mp4"
     assert run(["--pose", ASSETS / "anyone-video-2_kps.mp4"] + _base_args(ckpt, out)) == 0
     assert media.read_video(out).shape == (9, 32, 32, 3)
+
+
+def test_end_to_end_checkpoint_takes_raw_frames(ckpt, tmp_path, monkeypatch, capsys):
+    def no_estimator(*a, **k):
+        raise AssertionError("an end-to-end checkpoint must not extract poses")
+    monkeypatch.setattr(inputs, "make_pose_estimator", no_estimator)
+    out, sbs = tmp_path / "e2e.mp4", tmp_path / "e2e_sbs.mp4"
+    args = _base_args(ckpt, out)
+    args[1] = ckpt / "e2e_run"
+    assert run(["--driving", ckpt / "driving.mp4", "--side-by-side", sbs] + args) == 0
+    assert media.read_video(out).shape == (9, 32, 32, 3)
+    assert media.read_video(sbs).shape == (9, 32, 3 * 32, 3)  # reference | driving | result
+    assert "(e2e)" in capsys.readouterr().err
+    assert run(["--pose", ckpt / "driving.mp4"] + args) == 2  # a skeleton video is not its motion signal
+    assert "end-to-end" in capsys.readouterr().err
 
 
 def test_panel_size_follows_the_reference_aspect():
