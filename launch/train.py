@@ -66,10 +66,10 @@ def _run(argv):
     cli_main(main, argv)
 
 
-def _parse_or_exit(argv) -> None:
-    """Parses the flags once up front so a bad flag or a mistyped --config.x key is one line, exit 2."""
+def _parse_or_exit(argv) -> list[str]:
+    """Parses the flags (once) so a bad flag or a mistyped --config.x key is one line, exit 2."""
     try:
-        flags.FLAGS(argv)
+        return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
         msg = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split()).strip("'\"")
         if "Traceback" in msg:  # an error raised by the config file: keep its last line
@@ -82,5 +82,5 @@ def _parse_or_exit(argv) -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    _parse_or_exit(sys.argv)
-    app.run(_run)
+    rest = _parse_or_exit(sys.argv)
+    app.run(_run, flags_parser=lambda _: rest)
