@@ -129,25 +129,37 @@ def tree_shardings(axes_tree: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]] 
 # activation constraints, active only inside `use_mesh`
 # ----------------------------------------------------------------------------------------------
 
-_ACTIVE: contextvars.ContextVar[tuple[Mesh, tuple] | None] = contextvars.ContextVar("dreamactor_mesh", default=None)
+_RULES: contextvars.ContextVar[tuple] = contextvars.ContextVar("dreamactor_rules", default=RULES)
+_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("dreamactor_mesh", default=None)
+
+
+def active_mesh() -> tuple[Mesh, tuple] | None:
+    """(mesh, rules) of the enclosing `use_mesh` block, or None outside one."""
+    mesh = _MESH.get()
+    return None if mesh is None else (mesh, _RULES.get())
 
 
 @contextlib.contextmanager
 def use_mesh(mesh: Mesh, rules: Sequence[tuple[str, Any]] = RULES) -> Iterator[Mesh]:
-    """Within this block (at trace time), `constrain` pins activations to the mesh by the rules."""
-    token = _ACTIVE.set((mesh, tuple(rules)))
+    """Within this block (at trace time), `constrain` pins activations to the mesh by the rules.
+
+    The mesh goes through `jax.set_mesh`, so jit's trace cache tells traces made inside and outside
+    apart. The rules are read at trace time: keep one rule set per process (or use fresh jit objects).
+    """
+    token, mtoken = _RULES.set(tuple(rules)), _MESH.set(mesh)
     try:
-        yield mesh
+        with jax.set_mesh(mesh):
+            yield mesh
     finally:
-        _ACTIVE.reset(token)
+        _MESH.reset(mtoken)
+        _RULES.reset(token)
 
 
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
     """`with_sharding_constraint` by logical axis names; identity when no mesh is active."""
-    active = _ACTIVE.get()
-    if active is None:
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh is None or mesh.empty:
         return x
-    mesh, rules = active
     if len(axes) != x.ndim:
         raise ValueError(f"constrain: {len(axes)} axis names for an array of rank {x.ndim}")
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, logical_to_spec(axes, rules, mesh)))
+    return jax.lax.with_sharding_constraint(x, logical_to_spec(axes, _RULES.get(), mesh))

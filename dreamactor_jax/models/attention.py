@@ -4,6 +4,10 @@ Layout everywhere is [B, S, heads, head_dim] (what cuDNN flash attention wants).
 forms: `kv_lengths` [B] (keys at index >= length are ignored: the MMDiT's text key padding, which
 every kernel supports) or a dense boolean `mask` [B, 1|N, S, S] (the small text refiner only,
 always computed by XLA).
+
+With a mesh active (`sharding.use_mesh`) whose `sequence` axis has more than one device, key-padded
+attention runs sequence-parallel (`models.sequence_parallel`: Ulysses all-to-all over heads, ring
+when the heads don't divide), calling `local_attention` on each device.
 """
 
 from __future__ import annotations
@@ -50,8 +54,28 @@ def attention(
         raise ValueError("attention: pass kv_lengths or mask, not both")
     if kv_lengths is not None:
         kv_lengths = kv_lengths.astype(jnp.int32)
-    impl = "xla" if mask is not None else resolve_impl(impl, q.dtype)
+    if mask is None:
+        from dreamactor_jax import sharding
+        from dreamactor_jax.models import sequence_parallel as sp
 
+        active = sharding.active_mesh()
+        if active is not None and sp.sequence_axis_size(active[0]) > 1:
+            out = sp.sequence_parallel_attention(q, k, v, mesh=active[0], kv_lengths=kv_lengths, impl=impl, rules=active[1])
+            return checkpoint_name(out, "attention_out")
+    return checkpoint_name(local_attention(q, k, v, kv_lengths=kv_lengths, mask=mask, impl=impl), "attention_out")
+
+
+def local_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    kv_lengths: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    impl: str = "auto",
+) -> jax.Array:
+    """The kernel choice on one device's data (arguments as in `attention`, already checked)."""
+    impl = "xla" if mask is not None else resolve_impl(impl, q.dtype)
     if impl == "xla":
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, key_value_seq_lengths=kv_lengths, implementation="xla")
     elif impl == "cudnn":
@@ -66,7 +90,7 @@ def attention(
         out = _splash_attention(q, k, v, kv_lengths)
     else:
         raise ValueError(f"attention: impl expected one of auto, xla, cudnn, tpu; got {impl!r}")
-    return checkpoint_name(out, "attention_out")
+    return out
 
 
 def _splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_lengths: jax.Array | None) -> jax.Array:
