@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The toy-world study on one GPU (issue 9): prior + pose LoRA (2 seeds) + ablations + evaluation.
-# Run on the device machine from the repo root, with the wheels in .whl carried:
-#   bash benchmarks/toy_gpu.sh            (writes under $OUT, or runs/toy_gpu when OUT is unset)
+# The toy-world study on one GPU (issue 9): prior + pose LoRA (2 seeds) + ablations A, D + evaluation.
+# On the device machine, from the repo root, with the wheels folder .whl carried:
+#   bash benchmarks/toy_gpu.sh          # writes under $OUT (or runs/toy_gpu when OUT is unset)
+# TOY_CONFIG (default gpu) and TOY_ARGS (default --study) pick the run.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/ml_collections*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 OUT_DIR=${OUT:-runs/toy_gpu}
 mkdir -p "$OUT_DIR"
-nvidia-smi -L | tee "$OUT_DIR/device.txt"
-python3 -c "import jax; print(jax.__version__, jax.devices())" | tee -a "$OUT_DIR/device.txt"
-/usr/bin/time -v python3 -m dreamactor_jax.toy.demo --out "$OUT_DIR" --config "${TOY_CONFIG:-gpu}" ${TOY_ARGS:---study} \
-  2> >(grep -v -i "warn" >&2)
+{ nvidia-smi -L; python3 -c "import jax; print('jax', jax.__version__, jax.devices())"; } 2>&1 | tee "$OUT_DIR/device.txt"
+start=$(date +%s)
+python3 -m dreamactor_jax.toy.demo --out "$OUT_DIR" --config "${TOY_CONFIG:-gpu}" ${TOY_ARGS:---study} 2>&1 \
+  | grep -v -i "warn" | tee "$OUT_DIR/stdout.txt"
+echo "wall $(( $(date +%s) - start ))s" | tee -a "$OUT_DIR/device.txt"

@@ -38,6 +38,7 @@ def get_config(arg=None):
     c.log_every = 100
     c.time_budget_s = 1e9  # study adapters not started after this many seconds are skipped
     c.check_loss = False  # measure one fixed batch's loss before and after LoRA training (CI)
+    c.fast_compile = False  # CPU: skip XLA backend optimisation (faster compiles, slower steps; CI)
     c.world = ConfigDict(dict(height=32, width=32, num_frames=8, duration=1.0, quadruped_fraction=0.25, ground=0.92))
     c.data = ConfigDict(dict(prior_clips=3000, prior_scenes=1500, pose_clips=3000, aug_copies=4,
                              num_chars=400, num_motions=800, workers=14))
@@ -45,8 +46,8 @@ def get_config(arg=None):
                               text_len=4, text_dim=32, pooled_dim=32, rope_axes_dim=(16, 24, 24),
                               dtype="bfloat16", attention_impl="xla"))
     c.objective = ConfigDict(dict(sampling="uniform", shift=2.0))
-    c.prior = ConfigDict(dict(steps=2500, batch=32, lr=5e-4, weight_decay=0.01, warmup=200))
-    lora_common = dict(rank=64, alpha=64.0, steps=1200, batch=32, lr=1e-3, weight_decay=0.01, warmup=100)
+    c.prior = ConfigDict(dict(steps=2000, batch=32, lr=5e-4, weight_decay=0.01, warmup=200))
+    lora_common = dict(rank=64, alpha=64.0, steps=1000, batch=32, lr=1e-3, weight_decay=0.01, warmup=100)
     c.lora = _lora("pose", **lora_common)
     # The study (--study): two seeds of the paper's model G and the Table 2 ablations A and D.
     c.study = ConfigDict(dict(
@@ -74,6 +75,7 @@ def get_config(arg=None):
     elif variant == "ci":
         c.log_every = 5
         c.check_loss = True
+        c.fast_compile = True
         c.world.update(height=16, width=16, num_frames=3)
         c.data.update(prior_clips=16, prior_scenes=0, pose_clips=16, aug_copies=1, num_chars=8, num_motions=8,
                       workers=1)

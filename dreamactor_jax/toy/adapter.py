@@ -3,8 +3,12 @@
 Self-supervised like the paper: a training clip V of a training character, its own pose video P
 (with pose augmentation, or raw for the Table 2 D ablation), the reference I_ref = V[0]; the
 model reconstructs V from the in-context input. Only the LoRA (feed-forward layers,
-`dreamactor_jax.models.lora` defaults) is trained, with the project's objective and LoRA AdamW.
-`layout` picks spatial (Eq. 2, the paper) or temporal (Table 2 A) in-context.
+`dreamactor_jax.models.lora` defaults) is trained.
+
+The spatial layout (the paper) runs the project's own train step, `dreamactor_jax.train.step.
+train_step` (objective, LoRA-only AdamW, NaN guard), on batches built on the device from the toy
+clips. The project's loss region only knows the spatial canvas, so the temporal ablation (Table 2
+A) uses the same objective with `incontext.region_mask` for its region (`_temporal_train_step`).
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ import optax
 from dreamactor_jax.models import lora as lora_lib
 from dreamactor_jax.toy import autoencoder as ae
 from dreamactor_jax.toy import model as tm
-from dreamactor_jax.toy.pretrain import flow_config, flow_step_loss, optim_config, run_steps
+from dreamactor_jax.toy.pretrain import flow_step_loss, jitted, optim_config, run_steps
+from dreamactor_jax.train import objective as obj
 from dreamactor_jax.train.optim import make_optimizer
+from dreamactor_jax.train.state import RunSpec
+from dreamactor_jax.train.step import eval_loss, train_step
 
 
 def batch_from(data: dict, idx: jax.Array, key: jax.Array, pose_aug: bool):
@@ -36,36 +43,62 @@ def batch_from(data: dict, idx: jax.Array, key: jax.Array, pose_aug: bool):
     return video, ae.to_pixels(pose), video[:, 0]
 
 
-def _loss(lora, base, dev, idx, key, statics):
-    cfg, lcfg, spec, flow, layout, pose_aug = statics[:6]
-    kb, kl = jax.random.split(key)
-    video, pose, ref = batch_from(dev, idx, kb, pose_aug)
+def model_batch(dev: dict, idx: jax.Array, key: jax.Array, statics) -> dict:
+    """The trainer's batch (docs/design.md: target, canvas, mask, text, text_mask, pooled) on device."""
+    spec, text_spec, layout, pose_aug = statics[:4]
+    video, pose, ref = batch_from(dev, idx, key, pose_aug)
     tgt, cond, mask = tm.build(layout, video, pose, ref)
-    return flow_step_loss(base, lora, cfg, lcfg, spec, layout, tgt, cond, mask, kl, flow)
+    text, text_mask, pooled = tm.text_context(text_spec, idx.shape[0])
+    return {"target": tgt, "canvas": cond, "mask": mask, "text": text, "text_mask": text_mask, "pooled": pooled}
 
 
-@functools.partial(jax.jit, static_argnames=("statics",))
-def lora_step(state, base, dev, key, statics):
-    """One LoRA-only AdamW step on a batch drawn on device from `dev` (video, pose[, pose_aug]).
+def _temporal_train_step(state: dict, base, batch: dict, spec: RunSpec):
+    """`train_step` for the temporal layout: the same objective over `incontext.region_mask`'s region."""
+    key = jax.random.fold_in(state["rng"], state["step"])
+    loss_of = lambda lora: flow_step_loss(  # noqa: E731
+        base, lora, spec.model, spec.lora, tuple(batch["text_spec"]), "temporal", batch["target"],
+        batch["canvas"], batch["mask"], key, spec.flow)
+    loss, grads = jax.value_and_grad(loss_of)(state["lora"])
+    updates, opt_state = make_optimizer(spec.optim).update(grads, state["opt_state"], state["lora"])
+    new = {"step": state["step"] + 1, "lora": optax.apply_updates(state["lora"], updates),
+           "opt_state": opt_state, "rng": state["rng"]}
+    return new, {"loss": loss}
 
-    `statics` = (MMDiTConfig, LoRAConfig, text spec, FlowConfig, layout, pose_aug, OptimConfig,
-    batch); the frozen base is an argument (never a baked-in constant), so runs with the same
-    settings (e.g. two seeds) share one compiled program.
+
+def lora_step(state: dict, base, dev: dict, key, statics):
+    """One step on a batch drawn on the device from `dev` (video, pose or pose_aug clips).
+
+    `statics` = (RunSpec, text spec, layout, pose_aug, batch): hashable, and the frozen base is an
+    argument (never a baked-in constant), so runs with the same settings (two seeds) share one program.
     """
-    ocfg, batch = statics[6:]
-    lora, opt_state = state
-    ki, kl = jax.random.split(key)
+    spec, text_spec, layout, _, batch = statics
+    ki, kb = jax.random.split(key)
     idx = jax.random.randint(ki, (batch,), 0, dev["video"].shape[0])
-    loss, grads = jax.value_and_grad(_loss)(lora, base, dev, idx, kl, statics)
-    updates, opt_state = make_optimizer(ocfg).update(grads, opt_state, lora)
-    return (optax.apply_updates(lora, updates), opt_state), loss
+    mb = model_batch(dev, idx, kb, statics)
+    if layout == "spatial":
+        state, metrics = train_step(state, base, mb, spec)
+    else:
+        state, metrics = _temporal_train_step(state, base, {**mb, "text_spec": text_spec}, spec)
+    return state, metrics["loss"]
 
 
-@functools.partial(jax.jit, static_argnames=("statics",))
-def fixed_batch_loss(lora, base, dev, statics):
+def fixed_batch_loss(lora, base, dev: dict, statics):
     """The loss on the first `batch` clips with fixed noise: comparable before and after training."""
-    idx = jnp.arange(min(statics[-1], dev["video"].shape[0]))
-    return _loss(lora, base, dev, idx, jax.random.PRNGKey(77), statics)
+    spec, text_spec, layout, _, batch = statics
+    idx = jnp.arange(min(batch, dev["video"].shape[0]))
+    mb = model_batch(dev, idx, jax.random.PRNGKey(5), statics)
+    if layout == "spatial":
+        return eval_loss(lora, base, mb, jax.random.PRNGKey(77), spec)
+    return flow_step_loss(base, lora, spec.model, spec.lora, text_spec, layout, mb["target"], mb["canvas"],
+                          mb["mask"], jax.random.PRNGKey(77), spec.flow)
+
+
+def run_spec(c) -> RunSpec:
+    """The trainer's static spec for the toy adapter of config `c`."""
+    flow = obj.FlowConfig(sampling=str(c.objective.sampling), shift=float(c.objective.shift),
+                          loss_region="target")
+    return RunSpec(model=tm.mmdit_config(c.model), lora=tm.lora_config(c.lora), flow=flow,
+                   optim=optim_config(c.lora))
 
 
 def train_lora(c, base: dict, data: dict[str, np.ndarray], *, log: Callable[[str], None] = print):
@@ -74,26 +107,28 @@ def train_lora(c, base: dict, data: dict[str, np.ndarray], *, log: Callable[[str
     Returns (lora params, losses, seconds, (before, after)): the loss on one fixed batch with fixed
     noise before and after training (the CI check that the loss falls; NaN unless c.check_loss).
     """
-    cfg, lc = tm.mmdit_config(c.model), c.lora
-    lcfg = tm.lora_config(lc)
+    lc = c.lora
+    spec = run_spec(c)
     layout, pose_aug = str(lc.layout), bool(lc.pose_aug)
     key = jax.random.PRNGKey(int(lc.seed))
-    lora = lora_lib.init_lora(cfg, lcfg, jax.random.fold_in(key, 0))
-    log(f"[lora:{lc.name}] {tm.count(lora):,} adapter parameters (rank {lcfg.rank}), layout {layout}, "
+    lora = lora_lib.init_lora(spec.model, spec.lora, jax.random.fold_in(key, 0))
+    log(f"[lora:{lc.name}] {tm.count(lora):,} adapter parameters (rank {spec.lora.rank}), layout {layout}, "
         f"pose augmentation {'on' if pose_aug else 'off'}")
-    ocfg = optim_config(lc)
-    statics = (cfg, lcfg, tm.text_spec(c.model), flow_config(c), layout, pose_aug, ocfg, int(lc.batch))
+    statics = (spec, tm.text_spec(c.model), layout, pose_aug, int(lc.batch))
     keys = ("video", "pose_aug") if pose_aug else ("video", "pose")
     dev = {k: jnp.asarray(data[k]) for k in keys}
-    check = bool(c.get("check_loss", True))
-    before = float(fixed_batch_loss(lora, base, dev, statics)) if check else float("nan")
+    check, fast = bool(c.get("check_loss", True)), bool(c.get("fast_compile", False))
+    loss_at = jitted(fixed_batch_loss, fast)
+    before = float(loss_at(lora, base, dev, statics=statics)) if check else float("nan")
+    state = {"step": jnp.zeros((), jnp.int32), "lora": lora, "opt_state": make_optimizer(spec.optim).init(lora),
+             "rng": jax.random.fold_in(key, 2)}
     t0 = time.time()
-    step = functools.partial(lora_step, base=base, dev=dev, statics=statics)
-    (lora, _), losses = run_steps([step], (lora, make_optimizer(ocfg).init(lora)), int(lc.steps),
-                                  jax.random.fold_in(key, 1), log_every=int(c.log_every), log=log,
-                                  name=f"lora:{lc.name}")
+    step = functools.partial(jitted(lora_step, fast), base=base, dev=dev, statics=statics)
+    state, losses = run_steps([step], state, int(lc.steps), jax.random.fold_in(key, 1),
+                              log_every=int(c.log_every), log=log, name=f"lora:{lc.name}")
     seconds = time.time() - t0
-    after = float(fixed_batch_loss(lora, base, dev, statics)) if check else float("nan")
+    lora = state["lora"]
+    after = float(loss_at(lora, base, dev, statics=statics)) if check else float("nan")
     if check:
         log(f"[lora:{lc.name}] fixed-batch loss {before:.4f} -> {after:.4f}")
     return lora, losses, seconds, (before, after)

@@ -64,7 +64,14 @@ def run_steps(step_fns: list[Callable], state, steps: int, key, *, log_every: in
     return state, [float(x) for x in jax.device_get(losses)]
 
 
-@functools.partial(jax.jit, static_argnames=("statics",))
+@functools.lru_cache(maxsize=None)
+def jitted(fn: Callable, fast_compile: bool = False) -> Callable:
+    """`jax.jit(fn)` with `statics` static; `fast_compile` skips XLA's CPU backend optimisation
+    (several times faster compiles, slower steps: for CI and smoke runs)."""
+    opts = {"xla_backend_optimization_level": 0} if fast_compile and jax.default_backend() == "cpu" else None
+    return jax.jit(fn, static_argnames=("statics",), compiler_options=opts)
+
+
 def prior_step(state, clips, key, statics):
     """One AdamW step of the prior on a batch drawn (on device) from `clips` uint8 [N, T, H, W, 3].
 
@@ -95,7 +102,8 @@ def pretrain_prior(c, data: dict[str, np.ndarray], *, log: Callable[[str], None]
     statics = (cfg, tm.text_spec(c.model), flow, ocfg, int(s.batch))
     state = (params, make_optimizer(ocfg).init(params))
     sets = [jnp.asarray(data[k]) for k in ("video", "wide") if len(data[k])]
-    fns = [functools.partial(prior_step, clips=x, statics=statics) for x in sets]
+    step = jitted(prior_step, bool(c.get("fast_compile", False)))
+    fns = [functools.partial(step, clips=x, statics=statics) for x in sets]
     t0 = time.time()
     (params, _), losses = run_steps(fns, state, int(s.steps), jax.random.fold_in(key, 1),
                                     log_every=int(c.log_every), log=log, name="prior")
