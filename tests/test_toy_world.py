@@ -109,3 +109,15 @@ def test_bad_inputs_raise_one_line_errors():
     with pytest.raises(ValueError, match="num_frames"):
         render_scene([(character("train", 0), make_motion(0, 3), 0.5)], CFG)
     assert len(MARKER_JOINTS) == 9
+
+
+def test_report_bar_needs_margin_above_seed_spread():
+    from dreamactor_jax.toy.report import bar, table
+    base = {"psnr": 20.0, "ssim": 0.7, "kp_err": 0.1, "pck": 0.4, "shape_err": 0.05, "leakage": 0.3}
+    good = {"psnr": 24.0, "ssim": 0.8, "kp_err": 0.03, "pck": 0.8, "shape_err": 0.04, "leakage": 0.1}
+    scores = {"still": base, "prior": {**base, "psnr": 18.0}, "pose": good, "pose_seed1": {**good, "psnr": 23.5}}
+    ok, lines = bar(scores)
+    assert ok and len(lines) == 6 and "pose LoRA" in table(scores)
+    scores["pose_seed1"] = {**good, "leakage": -0.5}  # a seed far off on leakage: spread beats margin
+    ok, lines = bar(scores)
+    assert not ok and any("leakage" in x and "FAIL" in x for x in lines)

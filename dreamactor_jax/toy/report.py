@@ -17,8 +17,9 @@ from dreamactor_jax.utils import cli_main
 # metric -> (label, higher is better)
 METRICS = {
     "psnr": ("PSNR dB", True), "ssim": ("SSIM", True), "kp_err": ("keypoint err (frame h)", False),
-    "pck": ("PCK@0.05", True), "shape_err": ("bone-length err", False), "leakage": ("leakage", False),
+    "pck": ("PCK@0.05", True), "shape_err": ("bone-length err", False), "leakage": ("leakage (0 ideal)", False),
 }
+ABS = {"leakage"}  # compared by magnitude: 0 keeps the reference's bones, 1 copies the driver's
 LABELS = {"still": "still reference (baseline)", "prior": "I2V prior, no adapter (baseline)",
           "canvas_no_lora": "prior + in-context input, no adapter", "pose": "pose LoRA, spatial (G), seed 0",
           "pose_seed1": "pose LoRA, spatial (G), seed 1", "temporal": "temporal in-context (A)",
@@ -41,10 +42,12 @@ def bar(scores: dict[str, dict[str, float]]) -> tuple[bool, list[str]]:
         return False, ["needs pose (two seeds) and both baselines"]
     ok_all, lines = True, []
     for k, (lab, up) in METRICS.items():
-        vals = [scores[n][k] for n in seeds]
+        f = abs if k in ABS else (lambda x: x)
+        vals = [f(scores[n][k]) for n in seeds]
         spread = max(vals) - min(vals)
         worst = min(vals) if up else max(vals)
-        base = max(scores[b][k] for b in ("still", "prior")) if up else min(scores[b][k] for b in ("still", "prior"))
+        bases = [f(scores[b][k]) for b in ("still", "prior")]
+        base = max(bases) if up else min(bases)
         margin = (worst - base) if up else (base - worst)
         ok = margin > spread
         ok_all &= ok
