@@ -235,7 +235,8 @@ def refine_text(p: dict, cfg: MMDiTConfig, text, text_mask, timestep) -> jax.Arr
     temb = mlp2(tt["timestep_embedder"], timestep_sinusoid(timestep).astype(dtype), jax.nn.silu)
     temb = temb + mlp2(tt["text_embedder"], pooled, jax.nn.silu)
     x = linear(p["proj_in"], text.astype(dtype))
-    mask = (m[:, None, :, None] & m[:, None, None, :]).at[:, :, :, 0].set(True)  # [B, 1, L, L]
+    first_key = (jnp.arange(m.shape[1]) == 0)[None, None, None, :]  # column 0 always attendable
+    mask = (m[:, None, :, None] & m[:, None, None, :]) | first_key  # [B, 1, L, L]
     blk = lambda bp, lp, c, ctx, cfg_: blocks.refiner_block(bp, c, temb, mask, cfg_)
     return run_layers(blk, p["token_refiner"]["refiner_blocks"], None, x, None, cfg.replace(remat_policy="none"))
 
