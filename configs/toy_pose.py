@@ -58,7 +58,7 @@ def get_config(arg=None):
     c.eval = ConfigDict(dict(cases=64, steps=30, shift=2.0, seed=0, batch=64, clamp_motion=True, grid_cases=4))
 
     if variant == "gpu":
-        c.time_budget_s = 330.0
+        c.time_budget_s = 300.0
     if variant == "cpu":
         c.log_every = 25
         c.world.num_frames = 6

@@ -22,6 +22,7 @@ import numpy as np
 
 from dreamactor_jax.utils import atomic_path, cli_main, write_text_atomic
 
+STUDY_ORDER = ("pose_seed1", "no_aug", "temporal")  # most needed first, in case the time budget runs out
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "configs" / "toy_pose.py"
 
 
@@ -95,7 +96,8 @@ def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None
         result["grid_rows"] = ["driving pose", "target"] + list(videos)
 
     publish(list(videos))
-    sections = [c.lora] + (list(c.study.values()) if study else [])
+    order = [k for k in STUDY_ORDER if k in c.study] + sorted(k for k in c.study if k not in STUDY_ORDER)
+    sections = [c.lora] + ([c.study[k] for k in order] if study else [])
     for lc in sections:
         if lc is not c.lora and time.time() - t_start > float(c.time_budget_s):
             log(f"[study] {lc.name} skipped: time budget {c.time_budget_s}s spent")
