@@ -27,7 +27,7 @@ from einops import rearrange, repeat
 from dreamactor_jax.models.vae_tiling import Tiling, decode_tiled, encode_tiled
 
 __all__ = [
-    "VAEConfig", "Tiling", "param_shapes", "init_params", "count_params", "encode", "decode",
+    "VAEConfig", "Tiling", "param_shapes", "init_params", "abstract_params", "count_params", "encode", "decode",
     "encode_latents", "decode_latents", "posterior_mode", "posterior_mean", "posterior_sample",
     "fit_num_frames", "cast_params",
 ]
@@ -163,8 +163,31 @@ def param_shapes(cfg: VAEConfig) -> dict:
 
 
 def init_params(cfg: VAEConfig, key: jax.Array) -> Params:
-    """Random parameters (PyTorch's default init: uniform +-1/sqrt(fan_in); norms scale 1, bias 0)."""
-    counter = iter(range(1 << 30))
+    """Random parameters (PyTorch's default init: uniform +-1/sqrt(fan_in); norms scale 1, bias 0).
+
+    One random draw for all weights, cut into leaves on the host: a jitted per-leaf init makes XLA
+    compile hundreds of outputs (minutes on CPU). Use `abstract_params` for shapes without memory.
+    """
+    shapes = param_shapes(cfg)
+    sizes = []
+
+    def collect(node: dict) -> None:
+        if "kernel" in node:
+            sizes.extend([int(np.prod(node["kernel"])), int(np.prod(node["bias"]))])
+        elif "scale" not in node:
+            for child in node.values():
+                collect(child)
+
+    collect(shapes)
+    flat = np.asarray(jax.random.uniform(key, (sum(sizes),), jnp.float32, -1.0, 1.0))
+    offset = 0
+
+    def take(shape, bound):
+        nonlocal offset
+        n = int(np.prod(shape))
+        out = jnp.asarray(flat[offset:offset + n].reshape(shape) * np.float32(bound))
+        offset += n
+        return out
 
     def build(node: dict) -> dict:
         if "scale" in node:  # a norm
@@ -172,18 +195,24 @@ def init_params(cfg: VAEConfig, key: jax.Array) -> Params:
                     "bias": jnp.zeros(node["bias"], jnp.float32)}
         if "kernel" in node:  # a conv or linear
             bound = 1.0 / np.sqrt(np.prod(node["kernel"][:-1]))
-            k1, k2 = jax.random.split(jax.random.fold_in(key, next(counter)))
-            return {"kernel": jax.random.uniform(k1, node["kernel"], jnp.float32, -bound, bound),
-                    "bias": jax.random.uniform(k2, node["bias"], jnp.float32, -bound, bound)}
+            return {"kernel": take(node["kernel"], bound), "bias": take(node["bias"], bound)}
         return {name: build(child) for name, child in node.items()}
 
-    return build(param_shapes(cfg))
+    return build(shapes)
+
+
+def abstract_params(cfg: VAEConfig, dtype=jnp.float32) -> Params:
+    """The parameter tree as `jax.ShapeDtypeStruct`s (what `jax.eval_shape` gives; no memory)."""
+    def walk(node):
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        return jax.ShapeDtypeStruct(node, jnp.dtype(dtype))
+    return walk(param_shapes(cfg))
 
 
 def count_params(cfg: VAEConfig) -> int:
-    """Number of parameters, from `jax.eval_shape` (allocates nothing)."""
-    tree = jax.eval_shape(functools.partial(init_params, cfg), jax.random.key(0))
-    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
+    """Number of parameters, from the abstract tree (allocates nothing)."""
+    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(abstract_params(cfg))))
 
 
 def cast_params(params: Params, dtype) -> Params:
@@ -231,32 +260,39 @@ def _linear(p: dict, x: jax.Array) -> jax.Array:
     return jnp.dot(x, p["kernel"].astype(x.dtype), precision=precision) + p["bias"].astype(x.dtype)
 
 
+# Above this many score bytes, the mid-block attention runs one query frame at a time.
+_ATTN_ONE_SHOT_BYTES = 1 << 28
+
+
 def _mid_attention(p: dict, x: jax.Array, groups: int) -> jax.Array:
     """Single-head self-attention over all tokens, where a token sees frames up to its own.
 
-    Run one query frame at a time (`lax.map`), so memory is [H*W, T*H*W] scores, not the
-    [(T*H*W)^2] that a full mask would take; softmax in fp32 (diffusers: upcast_softmax).
+    Small inputs take one masked matmul; large ones run one query frame at a time (`lax.map`), so
+    memory is [H*W, T*H*W] scores, not the [(T*H*W)^2] of diffusers' full mask. The softmax is fp32
+    (diffusers: upcast_softmax).
     """
     b, t, h, w, c = x.shape
     hs = rearrange(_group_norm(p["group_norm"], x, groups), "b t h w c -> b (t h w) c")
     q = _linear(p["to_q"], hs)
     k = _linear(p["to_k"], hs)
     v = _linear(p["to_v"], hs)
-    q = rearrange(q, "b (t s) c -> t b s c", t=t)
     key_frame = jnp.repeat(jnp.arange(t), h * w)
     scale = 1.0 / np.sqrt(c)
     precision = jax.lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
 
-    def one_frame(args):
-        qi, i = args
+    def attend(qi, query_frame):
         s = jnp.einsum("bqc,bkc->bqk", qi, k, precision=precision,
                        preferred_element_type=jnp.float32) * scale
-        s = jnp.where(key_frame[None, None, :] <= i, s, -jnp.inf)
+        s = jnp.where(key_frame[None, None, :] <= query_frame[None, :, None], s, -jnp.inf)
         a = jax.nn.softmax(s, axis=-1).astype(v.dtype)
         return jnp.einsum("bqk,bkc->bqc", a, v, precision=precision)
 
-    o = jax.lax.map(one_frame, (q, jnp.arange(t)))
-    o = rearrange(o, "t b s c -> b (t s) c")
+    if b * (t * h * w) ** 2 * 4 <= _ATTN_ONE_SHOT_BYTES:
+        o = attend(q, key_frame)
+    else:
+        qs = rearrange(q, "b (t s) c -> t b s c", t=t)
+        o = jax.lax.map(lambda a: attend(a[0], jnp.full((h * w,), a[1])), (qs, jnp.arange(t)))
+        o = rearrange(o, "t b s c -> b (t s) c")
     o = _linear(p["to_out_0"], o)
     return x + o.reshape(b, t, h, w, c)
 
