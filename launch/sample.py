@@ -195,8 +195,14 @@ def main(argv=None) -> int:
     if args.side_by_side:
         panels = [ref] + ([driving] if driving is not None else []) + ([motion] if motion is not driving else []) + [video]
         media.write_video(args.side_by_side, inputs.side_by_side(panels), fps)
+    seams = ""
+    if len(segments) > 1:
+        from dreamactor_jax.sampling.long_video import boundary_continuity
+
+        c = boundary_continuity(video, segments)
+        seams = f"; seams: boundary change {c['ratio']:.2f}x the median change between frames"
     print(f"wrote {args.output} ({len(video)} frames, {h}x{w}, {len(segments)} segment(s), "
-          f"{time.time() - t0:.0f} s)" + (f" and {args.side_by_side}" if args.side_by_side else ""))
+          f"{time.time() - t0:.0f} s{seams})" + (f" and {args.side_by_side}" if args.side_by_side else ""))
     return 0
 
 

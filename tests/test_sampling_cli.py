@@ -117,8 +117,9 @@ def test_end_to_end_pose_mode_writes_video_and_side_by_side(ckpt, tmp_path, monk
     assert video.shape == (9, 32, 32, 3)
     assert video.std() > 1.0  # not a blank video
     assert media.read_video(sbs).shape == (9, 32, 4 * 32, 3)  # reference | driving | pose | result
-    err = capsys.readouterr().err
-    assert "up to 2 per frame" in err and "CFG x3" in err
+    cap = capsys.readouterr()
+    assert "up to 2 per frame" in cap.err and "CFG x3" in cap.err
+    assert "2 segment(s)" in cap.out and "seams:" in cap.out
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 

@@ -17,7 +17,17 @@ with L = 4m + 1 and O = 4j + 1. The scheme, chosen against drift:
     dropped from the output. With `equal_lengths=True` (what the pipeline uses) the last segment
     instead keeps the full length L by starting earlier and taking a longer context (still 4j + 1
     frames) from the previous segment, so every segment has one shape and the sampler compiles once.
-`plan_segments` is pure bookkeeping; `stitch` assembles the output, keeping each frame once.
+`plan_segments` is pure bookkeeping; `stitch` assembles the output, keeping each frame once;
+`boundary_continuity` measures seams (launch/sample.py prints it for every multi-segment video).
+
+What it achieves, measured in tests/test_sampling_pipeline.py on an analytic world (the exact
+denoiser of "character = motion + reference texture + b", b shared by a clip's frames and not
+given by the reference, toy causal VAE, 17-frame segments, overlap 5, 10 steps): with b of std
+0.1 the change across a boundary is 0.97x the median change between neighbours (2.6x without the
+context); with std 0.3, 1.3-1.9x (12-14x without); with b unconstrained by anything (std 1), 2-3x
+(26-30x without). Replacement clamping carries what the context shows but does not pin it exactly:
+the free frames are denoised jointly with noised, not clean, context. More steps help (std 0.3:
+1.9x at 10 steps, 1.3x at 30); a longer overlap helps little.
 """
 
 from __future__ import annotations
