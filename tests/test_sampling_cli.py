@@ -172,6 +172,9 @@ def test_without_checkpoint_says_what_to_do_and_writes_nothing(ckpt, tmp_path, c
     args[1] = ckpt / "random_run"  # trained on a random base: refused
     assert run(["--pose", ckpt / "driving.mp4"] + args) == 2
     assert "random weights" in capsys.readouterr().err
+    args[1] = ckpt / "run"
+    assert run(["--pose", ckpt / "driving.mp4", "--vae", ckpt / "base"] + args) == 2  # the base is no VAE
+    assert "expected the converted VAE" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -92,13 +92,22 @@ def read_adapter(path: str | Path) -> tuple[dict, dict, int]:
     return state["lora"], dict(meta.get("config") or {}), step
 
 
-def _check_dir(flag: str, path: str | None, what: str) -> Path:
+def _check_dir(flag: str, path: str | None, what: str, kind: str) -> Path:
+    """A converted folder of model `kind` ("mmdit" / "vae"), or a one-line error saying what to do."""
+    import json
+
     if not path:
         raise ValueError(f"{flag}: the run names no converted {what} (trained on random weights?); "
                          f"sampling never uses random weights: pass {flag} DIR or {HOWTO}")
     p = Path(path)
     if not (p / "config.json").is_file():
         raise ValueError(f"{flag} {p}: not a converted {what} folder (no config.json); {HOWTO}")
+    try:
+        found = (json.loads((p / "config.json").read_text()).get("_dreamactor") or {}).get("model")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        found = None
+    if found != kind:
+        raise ValueError(f"{flag} {p}: holds {found or 'no converted model'!s}, expected the converted {what}; {HOWTO}")
     return p
 
 
@@ -112,13 +121,11 @@ def load(checkpoint: str | Path | None, *, base: str | None = None, vae: str | N
         raise ValueError(f"--checkpoint: not given, and sampling never uses random weights; {HOWTO}")
     lora, config, step = read_adapter(checkpoint)
     variant = config.get("variant", "pose")
-    base_dir = _check_dir("--base", base or config.get("base_checkpoint"), "backbone")
-    vae_dir = _check_dir("--vae", vae or (config.get("preprocess") or {}).get("vae_checkpoint"), "VAE")
+    base_dir = _check_dir("--base", base or config.get("base_checkpoint"), "backbone", "mmdit")
+    vae_dir = _check_dir("--vae", vae or (config.get("preprocess") or {}).get("vae_checkpoint"), "VAE", "vae")
     dtype = dtype or default_dtype()
 
     mcfg = load_config(base_dir, dtype=dtype, param_dtype=dtype)
-    if getattr(mcfg, "in_channels", None) is None or type(mcfg).__name__ != "MMDiTConfig":
-        raise ValueError(f"--base {base_dir}: holds a {type(mcfg).__name__}, not the backbone")
     trained = (config.get("model") or {}).get("name")
     if trained:
         from dreamactor_jax.models.config import MMDiTConfig
@@ -133,8 +140,6 @@ def load(checkpoint: str | Path | None, *, base: str | None = None, vae: str | N
         raise ValueError(f"--base {base_dir}: in_channels {mcfg.in_channels}; the in-context input needs "
                          f"noise + condition + mask = {2 * mcfg.out_channels + 1}")
     vcfg = load_config(vae_dir, dtype=dtype)
-    if type(vcfg).__name__ != "VAEConfig":
-        raise ValueError(f"--vae {vae_dir}: holds a {type(vcfg).__name__}, not a VAE")
     if vcfg.latent_channels != mcfg.out_channels:
         raise ValueError(f"--vae {vae_dir}: {vcfg.latent_channels} latent channels, the backbone takes "
                          f"{mcfg.out_channels}")
