@@ -9,8 +9,10 @@ Data first (pose videos, canvas, latents, masks, text embeddings into shards):
     python tools/preprocess.py --config configs/pose.py --input videos/ --output shards/ \
         --config.preprocess.vae_checkpoint=ckpt/vae
 
-Full run (one 80 GB H100 holds the 12.8B base in bf16 with full remat at 480x832 per half,
-49 frames; the paper used 16 H20s; expect a few s/step at that size and ~days for 50k steps):
+Full run. Measured (docs/benchmarks.md): on one 80 GB H100 the 12.8B base in bf16 with full remat
+trains at 480x848 per half, 49 frames, batch 1: 13.5 s/step, peak 52.5 GiB; the paper's 50k steps
+x batch 2 is ~2 weeks of one H100 (the paper used 16 H20s). Expect the loss (velocity MSE on the
+target half) to start near 1-3 and fall slowly; watch it in <workdir>/tensorboard.
 
     python launch/train.py --config configs/pose.py --workdir runs/pose \
         --config.base_checkpoint=ckpt/hunyuan-i2v-33ch --config.data.shards=shards/
