@@ -11,8 +11,9 @@ Data first (pose videos, canvas, latents, masks, text embeddings into shards):
 
 Full run. Measured (docs/benchmarks.md): on one 80 GB H100 the 12.8B base in bf16 with full remat
 trains at 480x848 per half, 49 frames, batch 1: 13.5 s/step, peak 52.5 GiB; the paper's 50k steps
-x batch 2 is ~2 weeks of one H100 (the paper used 16 H20s). Expect the loss (velocity MSE on the
-target half) to start near 1-3 and fall slowly; watch it in <workdir>/tensorboard.
+x batch 2 is ~2 weeks of one H100 (the paper used 16 H20s). The loss (velocity MSE on the target
+half) is noisy from step to step (random noise levels); watch its smoothed curve in
+<workdir>/tensorboard. Not yet run with real weights and data here.
 
     python launch/train.py --config configs/pose.py --workdir runs/pose \
         --config.base_checkpoint=ckpt/hunyuan-i2v-33ch --config.data.shards=shards/
