@@ -48,7 +48,6 @@ def train_flops(mcfg, lcfg, n_video: int, n_text: int) -> float:
 
 def run(args) -> dict:
     import jax
-    import jax.numpy as jnp
 
     from dreamactor_jax import sharding
     from dreamactor_jax.models import lora as lora_lib

@@ -24,7 +24,7 @@ import os
 import zlib
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -257,7 +257,7 @@ def make_example(item: Item, start: int, length: int, cfg: PreprocessConfig, enc
 # ----------------------------------------------------------------------------------------------
 
 
-def _existing(out: Path, report: Report) -> tuple[set[str], int]:
+def _existing(out: Path) -> tuple[set[str], int]:
     """Finished clip ids and the next shard number; removes leftovers of an interrupted run."""
     out.mkdir(parents=True, exist_ok=True)
     for tmp in out.glob(".shard-*"):
@@ -286,7 +286,7 @@ def run(items: Iterable[Item], out_dir: str | os.PathLike, cfg: PreprocessConfig
     items = list(items)
     report = report or Report()
     out = Path(out_dir)
-    done, next_shard = _existing(out, report)
+    done, next_shard = _existing(out)
     buffer: list[tuple[dict, dict]] = []
 
     def flush():
