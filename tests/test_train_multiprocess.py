@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ import pytest
 from dreamactor_jax.data.synthetic import write_synthetic_shards
 
 ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 900  # hang guard; the test takes ~1 min on an idle 2-core machine
+# XLA's persistent cache, shared by the processes and the resume (keys include jax version and flags)
+CACHE = Path(tempfile.gettempdir()) / "dreamactor-jax-test-xla-cache"
 
 
 def _free_port() -> int:
@@ -17,9 +21,9 @@ def _free_port() -> int:
     return portpicker.pick_unused_port()
 
 
-def _launch(workdir, shards, cache, steps, stop_after=None):
+def _launch(workdir, shards, steps, stop_after=None):
     port = _free_port()
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), JAX_COMPILATION_CACHE_DIR=str(cache),
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), JAX_COMPILATION_CACHE_DIR=str(CACHE),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     env.pop("XLA_FLAGS", None)
     procs = []
@@ -35,11 +39,12 @@ def _launch(workdir, shards, cache, steps, stop_after=None):
     outs = []
     for p in procs:
         try:
-            out, err = p.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
+            out, err = p.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:  # a hang guard only: kill both, show what they said
             for q in procs:
                 q.kill()
-            raise
+            out, err = p.communicate()
+            pytest.fail(f"2-process run did not finish in {TIMEOUT_S} s; stderr tail:\n{err[-3000:]}")
         outs.append((p.returncode, out, err))
     for rc, out, err in outs:
         assert rc == 0, err[-3000:]
@@ -51,13 +56,13 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
     shards = tmp_path / "shards"
     write_synthetic_shards(shards, [(2, 4, 8)], clips_per_shape=4, shards=2, channels=16, text_len=8,
                            text_dim=32, pooled_dim=24)
-    work, cache = tmp_path / "run", tmp_path / "xla_cache"
-    first = _launch(work, shards, cache, steps=4, stop_after=2)
+    work = tmp_path / "run"
+    first = _launch(work, shards, steps=4, stop_after=2)
     ck = work / "checkpoints" / "2"
     assert ck.is_dir()
     names = {p.name for p in (ck / "data").iterdir()}
     assert {"process_0-of-2.json", "process_1-of-2.json"} <= names  # each process's data position
     assert "done: step 2 (resumed from None)" in first[0][1]
-    second = _launch(work, shards, cache, steps=4)
+    second = _launch(work, shards, steps=4)
     assert "done: step 4 (resumed from 2)" in second[0][1]
     assert (work / "checkpoints" / "4").is_dir()

@@ -56,13 +56,13 @@ def main(argv) -> int:
         raise FileNotFoundError(f"--input {src}: no such folder or manifest")
     if not items and not report.skipped:
         raise ValueError(f"--input {src}: no videos found")
-    channels = MMDiTConfig.named(c.model.name).out_channels
-    encode = pp.make_vae_encoder(p.vae, p.vae_checkpoint, latent_channels=channels, seed=c.seed)
     text = pp.TextTable(_TEXT.value, use_captions=p.text_guidance)
     estimator = None
-    if cfg.variant == "pose":
+    if cfg.variant == "pose":  # before the VAE: a missing pose model fails fast
         from dreamactor_jax.pose.extract import make_estimator
         estimator = make_estimator(_ESTIMATOR.value, det_model=_DET.value, pose_model=_POSE.value)
+    channels = MMDiTConfig.named(c.model.name).out_channels
+    encode = pp.make_vae_encoder(p.vae, p.vae_checkpoint, latent_channels=channels, seed=c.seed)
     report = pp.run(items, _OUTPUT.value, cfg, encode=encode, text=text, estimator=estimator, report=report)
     print(report.summary())
     return 0
