@@ -16,7 +16,8 @@ I2V-33ch backbone at full width (bf16, cuDNN attention, random weights), one in-
 Figures: step time (median after a warm-up), tokens/s, efficiency = (tokens/s on n) / (n x tokens/s
 on the first case, scaled by its device count), peak memory per device, model FLOP utilisation
 against 778 TFLOP/s per H100 (FLOPs per block: 24 d^2 N linear + 4 N^2 d attention forward;
-backward to activations 1x linear + 2.5x attention; remat recompute not counted). On CPU,
+backward to activations 1x linear + 2.5x attention, through all blocks but the first; remat
+recompute not counted). On CPU,
 `--tiny` runs the same code on the tiny config (a smoke test with fake devices).
 """
 
@@ -68,9 +69,11 @@ def tokens_per_clip(frames: int, h: int, w: int) -> int:
 
 
 def step_flops(n_tokens: int, d: int, blocks: int) -> float:
-    """Model FLOPs of one LoRA train step on one clip (forward + backward to activations)."""
+    """Model FLOPs of one LoRA train step on one clip: forward of every block, backward to
+    activations through all but the first (the LoRA sits on feed-forward layers only, so nothing
+    before the first block's feed-forward needs a gradient). Remat recompute is not counted."""
     linear, attn = 2 * 12 * d * d * n_tokens, 4 * n_tokens * n_tokens * d
-    return blocks * (linear * 2 + attn * 3.5)
+    return blocks * (linear + attn) + (blocks - 1) * (linear + 2.5 * attn)
 
 
 # ------------------------------------------------------------------------------ one case (child)
