@@ -348,23 +348,7 @@ def make_vae_encoder(name: str, checkpoint: str | None, latent_channels: int | N
     else:
         over = {} if latent_channels is None else {"latent_channels": latent_channels}
         vcfg = vae.VAEConfig.named(name, **over)
-        params = random_vae_params(vcfg, seed)
+        params = vae.init_params(vcfg, jax.random.PRNGKey(seed))
         log.warning("VAE: random weights (no vae_checkpoint given): for tests only")
     return jax.jit(lambda x: vae.encode_latents(params, vcfg, x))
 
-
-def random_vae_params(vcfg, seed: int = 0) -> dict:
-    """PyTorch-default random VAE weights drawn with numpy (eager JAX init is slow on CPU)."""
-    from dreamactor_jax.models import vae
-
-    rng = np.random.default_rng(seed)
-
-    def build(node: dict) -> dict:
-        if "scale" in node:
-            return {"scale": np.ones(node["scale"], np.float32), "bias": np.zeros(node["bias"], np.float32)}
-        if "kernel" in node:
-            bound = 1.0 / np.sqrt(np.prod(node["kernel"][:-1]))
-            return {k: rng.uniform(-bound, bound, node[k]).astype(np.float32) for k in ("kernel", "bias")}
-        return {name: build(child) for name, child in node.items()}
-
-    return build(vae.param_shapes(vcfg))
