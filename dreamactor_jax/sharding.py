@@ -39,7 +39,7 @@ RULES: tuple[tuple[str, Any], ...] = (
     ("head_dim", None),
     ("lora_rank", None),
     # activations
-    ("batch", ("data", "fsdp")),
+    ("batch", ("fsdp", "data")),  # this order: see tests/test_sharding.py (XLA bug with data-major)
     ("seq", "sequence"),
     ("act_embed", None),
     ("act_heads", "tensor"),
