@@ -70,13 +70,14 @@ def test_sharded_forward_and_lora_grads_equal_unsharded_on_8_fake_devices(child_
     assert err <= 1e-5 and gerr <= 1e-4, (err, gerr)
 
 
-@pytest.mark.xfail(strict=True, reason="XLA (jax 0.10.2, CPU) miscompiles batch sharded data-major over (data, fsdp) "
+@pytest.mark.xfail(strict=False, reason="XLA (jax 0.10.2, CPU) miscompiles batch sharded data-major over (data, fsdp) "
                    "with (fsdp, tensor) weights; why RULES shard batch as (fsdp, data)")
 def test_upstream_bug_batch_data_major(child_results):
     """Pure-JAX repro (no project code): batch items on mixed (data, fsdp) coordinates come out wrong.
 
     Same with the Shardy and the GSPMD partitioner; the fsdp-major order used by `RULES` is exact.
-    When this starts passing (strict xfail fails), the workaround can go.
+    Not strict: the bug belongs to XLA and may be fixed in the jax a fresh install picks; an XPASS
+    in the report says the workaround can go. Our own order is asserted by the next test.
     """
     assert child_results["repro_data_major"][0] <= 1e-5
 
