@@ -95,13 +95,13 @@ def evaluate_adapter(c, cases: list[CrossCase], prior: dict, lora: dict, lc) -> 
 
 def frame_grid(rows: list[np.ndarray], scale: int = 2) -> np.ndarray:
     """Stacks clips uint8 [T, H, W, 3] (one per row, same T and H) into one image, upscaled (nearest)."""
-    width = max(r.shape[2] for r in rows)
+    width = max(r.shape[0] * r.shape[2] for r in rows)
     lines = []
     for r in rows:
         line = np.concatenate(list(r), 1)
-        pad = np.zeros((line.shape[0], width * r.shape[0] - line.shape[1], 3), np.uint8)
+        pad = np.zeros((line.shape[0], width - line.shape[1], 3), np.uint8)
         lines.append(np.concatenate([line, pad], 1))
-        lines.append(np.full((1, width * r.shape[0], 3), 255, np.uint8))
+        lines.append(np.full((1, width, 3), 255, np.uint8))
     img = np.concatenate(lines[:-1], 0)
     return np.kron(img, np.ones((scale, scale, 1), np.uint8))
 
