@@ -70,14 +70,3 @@ def test_full_width_parity_one_frame(full):
     """The published width (128..512 channels, 246M params) on one 32x48 frame, tiling off."""
     cfg, model, params = full
     check_parity(cfg, model, params, 1, TILINGS["off"], np.random.default_rng(11))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("tiling", [*TILINGS, "small"])
-@pytest.mark.parametrize("num_frames", [1, 5, 9, 17])
-def test_full_width_parity(full, num_frames, tiling):
-    cfg, model, params = full
-    if num_frames == 1 and tiling == "off":
-        pytest.skip("covered by test_full_width_parity_one_frame")
-    tiling = SMALL if tiling == "small" else TILINGS[tiling]
-    check_parity(cfg, model, params, num_frames, tiling, np.random.default_rng(100 + num_frames))
