@@ -10,12 +10,18 @@ canvas and sampler.
     python -m dreamactor_jax.toy.demo --out runs/toy --config gpu --study   # + seeds and ablations
 
 Variants (`--config NAME[,key=value...]`): `cpu` (default), `gpu`, `ci` (a few steps, CI);
-options `layout=spatial|temporal`, `aug=on|off`, `seed=N` set the main adapter.
+options `layout=spatial|temporal`, `aug=on|off`, `seed=N` set the main adapter; any other
+`section.key=value` (e.g. `prior.steps=1500`) overrides that value, keeping its type.
 """
 
 from ml_collections import ConfigDict
 
 VARIANTS = ("cpu", "gpu", "ci")
+FF_AND_ATTENTION = (
+    r"transformer_blocks\.ff\.net\.0\.proj", r"transformer_blocks\.ff\.net\.2",
+    r"single_transformer_blocks\.proj_mlp", r"single_transformer_blocks\.proj_out:.*",
+    r"transformer_blocks\.attn\.(to_q|to_k|to_v|to_out\.0)", r"single_transformer_blocks\.attn\.(to_q|to_k|to_v)",
+)
 
 
 def _lora(name, layout="spatial", pose_aug=True, seed=0, **kw):
@@ -28,9 +34,6 @@ def get_config(arg=None):
     opts = dict(p.split("=", 1) for p in parts if "=" in p)
     if variant not in VARIANTS:
         raise ValueError(f"toy config: variant must be one of {VARIANTS}, got {variant!r}")
-    unknown = sorted(set(opts) - {"layout", "aug", "seed"})
-    if unknown:
-        raise ValueError(f"toy config: unknown options {unknown} (known: layout, aug, seed)")
 
     c = ConfigDict()
     c.variant = variant
@@ -54,6 +57,8 @@ def get_config(arg=None):
         pose_seed1=_lora("pose_seed1", seed=1, **lora_common),
         temporal=_lora("temporal", layout="temporal", **lora_common),
         no_aug=_lora("no_aug", pose_aug=False, **lora_common),
+        # Diagnostic, not in the paper: LoRA on the attention projections too (is FF-only the limit?).
+        pose_attn=_lora("pose_attn", targets=FF_AND_ATTENTION, **lora_common),
     ))
     c.eval = ConfigDict(dict(cases=64, steps=30, shift=2.0, seed=0, batch=64, clamp_motion=True, grid_cases=4))
 
@@ -96,4 +101,17 @@ def get_config(arg=None):
         c.lora.pose_aug = opts["aug"] == "on"
     if "seed" in opts:
         c.lora.seed = int(opts["seed"])
+    for key, value in opts.items():
+        if key in ("layout", "aug", "seed"):
+            continue
+        *path, leaf = key.split(".")
+        node = c
+        for name in path:
+            node = node[name] if name in node else None
+            if node is None:
+                break
+        if node is None or leaf not in node or isinstance(node[leaf], ConfigDict):
+            raise ValueError(f"toy config: unknown option {key!r} (layout, aug, seed, or section.key of a value)")
+        old = node[leaf]
+        node[leaf] = (value in ("1", "true", "True", "on")) if isinstance(old, bool) else type(old)(value)
     return c

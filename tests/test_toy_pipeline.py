@@ -60,8 +60,10 @@ def test_config_variants_and_bad_options():
         assert sum(m.rope_axes_dim) == m.head_dim
     with pytest.raises(ValueError, match="variant"):
         load_config("tpu")
-    with pytest.raises(ValueError, match="unknown options"):
+    with pytest.raises(ValueError, match="unknown option"):
         load_config("ci,lr=1")
+    c = load_config("gpu,prior.steps=15,check_loss=1")
+    assert c.prior.steps == 15 and c.check_loss is True
 
 
 def test_few_steps_of_prior_and_pose_lora_make_the_loss_fall():

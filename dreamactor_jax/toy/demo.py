@@ -49,7 +49,8 @@ def _summary(losses: list[float]) -> dict:
     return {"first": float(np.mean(losses[:k])), "last": float(np.mean(losses[-k:])), "steps": len(losses)}
 
 
-def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None) -> dict:
+def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None,
+        adapters: list[str] | None = None) -> dict:
     """Runs the whole pipeline of config `c`, writing results into `out`; returns the metrics dict."""
     import jax
 
@@ -98,8 +99,14 @@ def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None
     publish(list(videos))
     order = [k for k in STUDY_ORDER if k in c.study] + sorted(k for k in c.study if k not in STUDY_ORDER)
     sections = [c.lora] + ([c.study[k] for k in order] if study else [])
+    if adapters:  # an explicit list of adapters (names of c.lora / c.study), in that order
+        known = {str(c.lora.name): c.lora, **{k: c.study[k] for k in c.study}}
+        bad = [a for a in adapters if a not in known]
+        if bad:
+            raise ValueError(f"--adapters: unknown {bad} (known: {sorted(known)})")
+        sections = [known[a] for a in adapters]
     for lc in sections:
-        if lc is not c.lora and time.time() - t_start > float(c.time_budget_s):
+        if lc is not sections[0] and time.time() - t_start > float(c.time_budget_s):
             log(f"[study] {lc.name} skipped: time budget {c.time_budget_s}s spent")
             continue
         cc = c.copy_and_resolve_references()
@@ -113,7 +120,7 @@ def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None
         times[f"eval_{lc.name}_s"] = time.time() - t0
         publish([str(lc.name)])
 
-    main = str(c.lora.name)
+    main = str(sections[0].name)
     if write_video:
         try:
             from dreamactor_jax.media import write_video as write_mp4
@@ -139,13 +146,15 @@ def main(argv=None) -> int:
     ap.add_argument("--config-file", default=str(CONFIG_FILE))
     ap.add_argument("--study", action="store_true", help="also train seed 1 and the ablations (temporal, no aug)")
     ap.add_argument("--no-video", action="store_true", help="skip the mp4")
+    ap.add_argument("--adapters", default="", help="comma list of adapters to train instead (e.g. temporal,pose_attn)")
     a = ap.parse_args(argv)
     c = load_config(a.config, Path(a.config_file))
     out = Path(a.out)
     log = Log()
     t0 = time.time()
     try:
-        run(c, out, study=a.study, write_video=not a.no_video, log=log)
+        run(c, out, study=a.study, write_video=not a.no_video, log=log,
+            adapters=[x for x in a.adapters.split(",") if x] or None)
     finally:
         log(f"[total] {time.time() - t0:.1f}s")
         out.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,9 @@ def mmdit_config(m) -> MMDiTConfig:
 
 
 def lora_config(lc) -> LoRAConfig:
-    return LoRAConfig(rank=int(lc.rank), alpha=float(lc.alpha))
+    """Rank, alpha and (optionally, `lc.targets`) the layers; default: feed-forward only (the paper)."""
+    kw = {"targets": tuple(lc.targets)} if lc.get("targets") else {}
+    return LoRAConfig(rank=int(lc.rank), alpha=float(lc.alpha), **kw)
 
 
 def text_spec(m) -> tuple[int, int, int]:
