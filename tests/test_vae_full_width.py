@@ -1,7 +1,8 @@
 """Full-width VAE parity with diffusers on CPU (fp32): frame counts 1, 5, 9, 17, tiling off,
 diffusers' default (framewise) and small spatial+temporal tiles. Slow (about 650 s of CPU on the
-shared dev machine for the whole matrix); the default run keeps one full-width case in
-test_vae_parity.py. Deselect with `-m "not slow"`.
+shared dev machine for the whole matrix), so it is left out of the default run (and CI), which
+keeps one full-width case in test_vae_parity.py. Run it with
+`python -m pytest -q -m exhaustive tests/test_vae_full_width.py`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 from test_vae_parity import SMALL, TILINGS, check_parity, full  # noqa: F401  (fixture)
 
 
-@pytest.mark.slow
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("tiling", [*TILINGS, "small"])
 @pytest.mark.parametrize("num_frames", [1, 5, 9, 17])
 def test_full_width_parity(full, num_frames, tiling):
