@@ -105,10 +105,12 @@ def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None
         if bad:
             raise ValueError(f"--adapters: unknown {bad} (known: {sorted(known)})")
         sections = [known[a] for a in adapters]
+    last_s = 0.0  # how long the previous adapter took (train + sample): the next one's estimate
     for lc in sections:
-        if lc is not sections[0] and time.time() - t_start > float(c.time_budget_s):
-            log(f"[study] {lc.name} skipped: time budget {c.time_budget_s}s spent")
+        if lc is not sections[0] and time.time() - t_start + last_s > float(c.time_budget_s):
+            log(f"[study] {lc.name} skipped: it would end past the time budget of {c.time_budget_s}s")
             continue
+        t_adapter = time.time()
         cc = c.copy_and_resolve_references()
         cc.lora = lc
         lora, losses, secs, (before, after) = train_lora(cc, prior, pose_data, log=log)
@@ -119,6 +121,7 @@ def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None
         videos[str(lc.name)] = evaluate_adapter(c, cases, prior, lora, lc)
         times[f"eval_{lc.name}_s"] = time.time() - t0
         publish([str(lc.name)])
+        last_s = time.time() - t_adapter
 
     main = str(sections[0].name)
     if write_video:
