@@ -20,6 +20,7 @@ diffusers = pytest.importorskip("diffusers")
 from dreamactor_jax.models import mmdit  # noqa: E402
 from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
 from dreamactor_jax.weights import diffusers_map  # noqa: E402
+from convert_testlib import rel_err, torch_forward as run_reference  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
 
@@ -51,25 +52,6 @@ def make_inputs(cfg: MMDiTConfig, seed: int = 1, frames: int = 3, height: int = 
     timestep = np.array([937.5, 81.25], np.float32)
     guidance = np.array([6000.0, 3500.0], np.float32) if cfg.guidance_embeds else None
     return dict(x=x, timestep=timestep, text=text, text_mask=mask, pooled=pooled, guidance=guidance)
-
-
-def run_reference(model, inp) -> np.ndarray:
-    t = lambda a: None if a is None else torch.from_numpy(a)
-    with torch.no_grad():
-        out = model(
-            hidden_states=t(inp["x"]).permute(0, 4, 1, 2, 3),
-            timestep=t(inp["timestep"]),
-            encoder_hidden_states=t(inp["text"]),
-            encoder_attention_mask=t(inp["text_mask"]),
-            pooled_projections=t(inp["pooled"]),
-            guidance=t(inp["guidance"]),
-            return_dict=False,
-        )[0]
-    return out.permute(0, 2, 3, 4, 1).numpy()
-
-
-def rel_err(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a) - b)) / np.max(np.abs(b)))
 
 
 @functools.lru_cache(maxsize=None)
