@@ -181,3 +181,12 @@ def to_original(sd: dict, concat=lambda xs: np.concatenate(xs, axis=0), swap=_sw
 
 def state_dict_numpy(model) -> dict[str, np.ndarray]:
     return {k: v.detach().float().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def flat_params(tree, prefix=()):
+    """(path, numpy array) for every leaf of a nested-dict params tree."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from flat_params(v, prefix + (k,))
+    else:
+        yield prefix, np.asarray(tree)

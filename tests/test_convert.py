@@ -19,7 +19,9 @@ import pytest
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-from convert_testlib import make_inputs, rel_err, state_dict_numpy, tiny_transformer, to_original, torch_forward  # noqa: E402
+from convert_testlib import (  # noqa: E402
+    flat_params, make_inputs, rel_err, state_dict_numpy, tiny_transformer, to_original, torch_forward,
+)
 
 from dreamactor_jax.models import mmdit  # noqa: E402
 from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
@@ -51,16 +53,8 @@ def jax_forward(params, cfg, inp):
     )
 
 
-def _flat(tree, prefix=()):
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _flat(v, prefix + (k,))
-    else:
-        yield prefix, np.asarray(tree)
-
-
 def _assert_same_params(a, b):
-    fa, fb = dict(_flat(a)), dict(_flat(b))
+    fa, fb = dict(flat_params(a)), dict(flat_params(b))
     assert sorted(fa) == sorted(fb)
     for k in fa:
         assert fa[k].dtype == fb[k].dtype, k

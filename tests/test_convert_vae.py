@@ -12,6 +12,7 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 from dreamactor_jax.models.vae import VAEConfig  # noqa: E402
 from dreamactor_jax.weights import checkpoint, vae_map  # noqa: E402
 from dreamactor_jax.weights.convert import convert  # noqa: E402
+from convert_testlib import flat_params  # noqa: E402
 
 
 def _tiny_vae(cfg: VAEConfig, seed: int = 0):
@@ -34,14 +35,6 @@ def _tiny_vae(cfg: VAEConfig, seed: int = 0):
     return model
 
 
-def _flat(tree, prefix=()):
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _flat(v, prefix + (k,))
-    else:
-        yield prefix, np.asarray(tree)
-
-
 def test_vae_folder_and_original_file(tmp_path):
     cfg = VAEConfig.named("tiny")
     model = _tiny_vae(cfg)
@@ -50,9 +43,9 @@ def test_vae_folder_and_original_file(tmp_path):
     summary = convert(tmp_path / "vae", tmp_path / "out", dtype="fp32")
     assert summary["model"] == "vae"
     assert checkpoint.load_config(tmp_path / "out") == cfg
-    got = dict(_flat(checkpoint.load_params(tmp_path / "out")))
+    got = dict(flat_params(checkpoint.load_params(tmp_path / "out")))
     sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    want = dict(_flat(vae_map.params_from_state_dict(cfg, sd)))
+    want = dict(flat_params(vae_map.params_from_state_dict(cfg, sd)))
     assert sorted(got) == sorted(want)
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg="/".join(k))
@@ -62,7 +55,7 @@ def test_vae_folder_and_original_file(tmp_path):
     with pytest.raises(ValueError, match="does not fit the vae config"):  # no config.json: full size assumed
         convert(tmp_path / "pytorch_model.pt", tmp_path / "o1")
     convert(tmp_path / "pytorch_model.pt", tmp_path / "o2", variant="tiny", dtype="fp32")
-    got2 = dict(_flat(checkpoint.load_params(tmp_path / "o2")))
+    got2 = dict(flat_params(checkpoint.load_params(tmp_path / "o2")))
     for k in want:
         np.testing.assert_array_equal(got2[k], want[k], err_msg="/".join(k))
     with pytest.raises(ValueError, match="widen"):
