@@ -2,6 +2,10 @@
 
 - `prior_set`: what the I2V prior is pretrained on: single characters at W x H and two-person
   scenes at 2W x H (so the backbone has seen wide frames before it meets the 2W in-context canvas).
+  A share `sync` of the scenes are duos dancing in step (the same motion, the second actor exactly
+  W to the right of the first, different bodies and looks), like the split-screen and dance-duo
+  videos a real video backbone has seen: they give the stand-in backbone the in-context prior the
+  paper relies on, motion at one place of the frame mirrored at another.
 - `pose_set`: clips of training characters performing training motions, their pose videos, and
   `aug_copies` pose videos per clip with the paper's pose augmentation (bone-length scaling and
   box normalisation, `dreamactor_jax.pose.augment`), drawn once here so training stays on device.
@@ -37,14 +41,18 @@ def _pairs(n: int, seed: int, num_chars: int, num_motions: int) -> np.ndarray:
 
 
 def _prior_item(args):
-    cfgd, ci, mi, wide, seed = args
+    cfgd, ci, mi, wide, sync, seed = args
     cfg = WorldConfig(**cfgd)
     if not wide:
         return render_clip(character("train", ci, cfg), motion("train", mi, cfg), cfg).video
     wcfg = WorldConfig(**{**cfgd, "width": 2 * cfg.width})
     rng = np.random.default_rng([seed, ci, mi])
     a, b = character("train", ci, cfg), character("train", (ci * 7 + 3) % 1_000_000, cfg)
-    ma, mb = motion("train", mi, cfg), motion("train", (mi * 5 + 1) % 1_000_000, cfg)
+    ma = motion("train", mi, cfg)
+    if rng.uniform() < sync:  # in step, one frame width apart (x is in units of the 2W scene)
+        xa = rng.uniform(0.2, 0.3)
+        return render_scene([(a, ma, xa), (b, ma, xa + 0.5)], wcfg).video
+    mb = motion("train", (mi * 5 + 1) % 1_000_000, cfg)
     xa, xb = rng.uniform(0.15, 0.4), rng.uniform(0.6, 0.85)
     return render_scene([(a, ma, xa), (b, mb, xb)], wcfg).video
 
@@ -68,11 +76,14 @@ def _map(fn, items, workers: int):
 
 
 def prior_set(cfg: WorldConfig, num_clips: int, num_scenes: int, *, num_chars: int, num_motions: int,
-              seed: int = 0, workers: int = 1) -> dict[str, np.ndarray]:
-    """{"video": uint8 [N, T, H, W, 3], "wide": uint8 [M, T, H, 2W, 3]} from training characters."""
+              seed: int = 0, workers: int = 1, sync: float = 0.0) -> dict[str, np.ndarray]:
+    """{"video": uint8 [N, T, H, W, 3], "wide": uint8 [M, T, H, 2W, 3]} from training characters;
+    a share `sync` of the wide scenes are duos in step (see the module docstring)."""
+    if not 0.0 <= sync <= 1.0:
+        raise ValueError(f"sync: expected a share in [0, 1], got {sync}")
     cfgd = asdict(cfg)
     pairs = _pairs(num_clips + num_scenes, seed, num_chars, num_motions)
-    items = [(cfgd, int(c), int(m), i >= num_clips, seed) for i, (c, m) in enumerate(pairs)]
+    items = [(cfgd, int(c), int(m), i >= num_clips, float(sync), seed) for i, (c, m) in enumerate(pairs)]
     out = _map(_prior_item, items, workers)
     empty = lambda w: np.zeros((0, cfg.num_frames, cfg.height, w, 3), np.uint8)  # noqa: E731
     return {"video": np.stack(out[:num_clips]) if num_clips else empty(cfg.width),

@@ -50,14 +50,19 @@ def _summary(losses: list[float]) -> dict:
 
 
 def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None,
-        adapters: list[str] | None = None) -> dict:
-    """Runs the whole pipeline of config `c`, writing results into `out`; returns the metrics dict."""
+        adapters: list[str] | None = None, prior_in: Path | None = None, prior_out: Path | None = None) -> dict:
+    """Runs the whole pipeline of config `c`, writing results into `out`; returns the metrics dict.
+
+    `prior_in`: a prior saved by an earlier run (`save_prior`) to use instead of pretraining one;
+    `prior_out`: where to save the prior this run pretrains (a new folder).
+    """
     import jax
 
     from dreamactor_jax.toy import data as toy_data
     from dreamactor_jax.toy.adapter import train_lora
     from dreamactor_jax.toy.evaluate import evaluate_adapter, evaluate_baselines, frame_grid, save_png, score
-    from dreamactor_jax.toy.pretrain import pretrain_prior
+    from dreamactor_jax.toy import model as tm
+    from dreamactor_jax.toy.pretrain import load_prior, pretrain_prior, save_prior
     from dreamactor_jax.toy.world import WorldConfig, heldout_cases
 
     t_start = time.time()
@@ -68,18 +73,29 @@ def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None
     wcfg = WorldConfig(**dict(c.world))
     d = c.data
     t0 = time.time()
-    prior_data = toy_data.prior_set(wcfg, int(d.prior_clips), int(d.prior_scenes), num_chars=int(d.num_chars),
-                                    num_motions=int(d.num_motions), seed=int(c.seed), workers=int(d.workers))
+    if prior_in is None:
+        prior_data = toy_data.prior_set(wcfg, int(d.prior_clips), int(d.prior_scenes), num_chars=int(d.num_chars),
+                                        num_motions=int(d.num_motions), seed=int(c.seed), workers=int(d.workers),
+                                        sync=float(d.sync_scenes))
     pose_data = toy_data.pose_set(wcfg, int(d.pose_clips), num_chars=int(d.num_chars),
                                   num_motions=int(d.num_motions), aug_copies=int(d.aug_copies),
                                   seed=int(c.seed), workers=int(d.workers))
     cases = heldout_cases(int(c.eval.cases), wcfg)
     times["data_s"] = time.time() - t0
-    log(f"[data] {len(prior_data['video'])} prior clips + {len(prior_data['wide'])} wide scenes, "
-        f"{len(pose_data['video'])} pose clips, {len(cases)} held-out cases ({times['data_s']:.1f}s)")
-
-    prior, losses, times["prior_s"] = pretrain_prior(c, prior_data, log=log)
-    result["prior_loss"] = _summary(losses)
+    if prior_in is None:
+        log(f"[data] {len(prior_data['video'])} prior clips + {len(prior_data['wide'])} wide scenes, "
+            f"{len(pose_data['video'])} pose clips, {len(cases)} held-out cases ({times['data_s']:.1f}s)")
+        prior, losses, times["prior_s"] = pretrain_prior(c, prior_data, log=log)
+        result["prior_loss"] = _summary(losses)
+        del prior_data
+        if prior_out is not None:
+            save_prior(prior_out, prior, tm.mmdit_config(c.model), {"config": c.to_dict(), "loss": result["prior_loss"]})
+            log(f"[prior] saved to {prior_out}")
+    else:
+        log(f"[data] {len(pose_data['video'])} pose clips, {len(cases)} held-out cases ({times['data_s']:.1f}s)")
+        prior = load_prior(prior_in, tm.mmdit_config(c.model))
+        result["prior_from"] = str(prior_in)
+        log(f"[prior] loaded from {prior_in}")
     t0 = time.time()
     videos = evaluate_baselines(c, cases, prior)
     times["eval_baselines_s"] = time.time() - t0
@@ -150,14 +166,21 @@ def main(argv=None) -> int:
     ap.add_argument("--study", action="store_true", help="also train seed 1 and the ablations (temporal, no aug)")
     ap.add_argument("--no-video", action="store_true", help="skip the mp4")
     ap.add_argument("--adapters", default="", help="comma list of adapters to train instead (e.g. temporal,pose_attn)")
+    ap.add_argument("--prior", default=None, help="use the prior saved in this folder (by --save-prior) instead of pretraining")
+    ap.add_argument("--save-prior", default=None, help="save the pretrained prior into this new folder")
     a = ap.parse_args(argv)
+    if a.prior and a.save_prior:
+        raise ValueError("--prior and --save-prior: give one (a loaded prior is not pretrained again)")
+    if a.save_prior and Path(a.save_prior).exists():
+        raise FileExistsError(f"--save-prior {a.save_prior}: exists already (choose a new folder)")
     c = load_config(a.config, Path(a.config_file))
     out = Path(a.out)
     log = Log()
     t0 = time.time()
     try:
         run(c, out, study=a.study, write_video=not a.no_video, log=log,
-            adapters=[x for x in a.adapters.split(",") if x] or None)
+            adapters=[x for x in a.adapters.split(",") if x] or None,
+            prior_in=Path(a.prior) if a.prior else None, prior_out=Path(a.save_prior) if a.save_prior else None)
     finally:
         log(f"[total] {time.time() - t0:.1f}s")
         out.mkdir(parents=True, exist_ok=True)

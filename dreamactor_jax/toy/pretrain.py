@@ -9,8 +9,12 @@ project's flow-matching objective (`dreamactor_jax.train.objective`) and AdamW
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
+import os
 import time
+from pathlib import Path
 from typing import Callable
 
 import jax
@@ -23,6 +27,9 @@ from dreamactor_jax.toy import autoencoder as ae
 from dreamactor_jax.toy import model as tm
 from dreamactor_jax.train import objective as obj
 from dreamactor_jax.train.optim import OptimConfig, make_optimizer
+from dreamactor_jax.utils import atomic_path
+
+PRIOR_SHARD_BYTES = 15 * 2**20  # keeps each file small enough to move around (and under 16 MiB)
 
 
 def flow_config(c) -> obj.FlowConfig:
@@ -108,3 +115,56 @@ def pretrain_prior(c, data: dict[str, np.ndarray], *, log: Callable[[str], None]
     (params, _), losses = run_steps(fns, state, int(s.steps), jax.random.fold_in(key, 1),
                                     log_every=int(c.log_every), log=log, name="prior")
     return params, losses, time.time() - t0
+
+
+def save_prior(folder: str | os.PathLike, params: dict, cfg, meta: dict | None = None) -> None:
+    """Writes the prior's parameters (fp32) as safetensors shards `prior-K.safetensors` and `prior.json`
+    (the MMDiT config and `meta`) into a new folder, atomically (the folder appears whole or not at all)."""
+    from safetensors.numpy import save_file
+
+    flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v, np.float32)
+            for path, v in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]}
+    shards, size = [{}], 0
+    for name, arr in flat.items():
+        if size and size + arr.nbytes > PRIOR_SHARD_BYTES:
+            shards, size = shards + [{}], 0
+        shards[-1][name] = np.ascontiguousarray(arr)
+        size += arr.nbytes
+    folder = Path(folder)
+    if folder.exists():
+        raise FileExistsError(f"{folder}: prior folder exists already (choose a new one)")
+    with atomic_path(folder, suffix="") as tmp:
+        tmp.mkdir()
+        for i, shard in enumerate(shards):
+            save_file(shard, str(tmp / f"prior-{i}.safetensors"))
+        info = {"model": dataclasses.asdict(cfg), "shards": len(shards), **(meta or {})}
+        (tmp / "prior.json").write_text(json.dumps(info, indent=1))
+
+
+def load_prior(folder: str | os.PathLike, cfg) -> dict:
+    """Reads a prior written by `save_prior`, checked name by name and shape by shape against `cfg`."""
+    from safetensors.numpy import load_file
+
+    folder = Path(folder)
+    if not (folder / "prior.json").is_file():
+        raise FileNotFoundError(f"{folder}: not a toy prior folder (no prior.json)")
+    shards = int(json.loads((folder / "prior.json").read_text())["shards"])
+    flat = {}
+    for i in range(shards):
+        path = folder / f"prior-{i}.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: prior shard missing")
+        flat.update(load_file(str(path)))
+    like = jax.eval_shape(lambda: mmdit.init_params(cfg, jax.random.PRNGKey(0)))
+    paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+    leaves = []
+    for path, spec in paths:
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        if name not in flat:
+            raise ValueError(f"{folder}: prior has no {name!r} (saved with another model config?)")
+        if tuple(flat[name].shape) != tuple(spec.shape):
+            raise ValueError(f"{folder}: {name} has shape {flat[name].shape}, the config needs {spec.shape}")
+        leaves.append(jnp.asarray(flat.pop(name)))
+    if flat:
+        raise ValueError(f"{folder}: prior has names the config does not: {sorted(flat)[:3]}")
+    return jax.tree_util.tree_unflatten(treedef, leaves)
