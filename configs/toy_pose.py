@@ -67,6 +67,8 @@ def get_config(arg=None):
 
     if variant == "gpu":
         c.time_budget_s = 540.0
+        c.data.workers = 16
+        c.model.attention_impl = "auto"  # cuDNN flash attention: the xla path holds [B, heads, L, L] scores
     if variant == "cpu":
         c.log_every = 25
         c.world.num_frames = 6
