@@ -5,7 +5,7 @@
 # TOY_CONFIG (default gpu) and TOY_ARGS (default --study) pick the run; the demo's own log.txt
 # holds everything it prints, so this script writes no other file (the device returns 8 at most).
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/ml_collections*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site ${WHEELS:-.whl}/ml_collections*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 OUT_DIR=${OUT:-runs/toy_gpu}
 mkdir -p "$OUT_DIR"

@@ -52,7 +52,8 @@ def get_config(arg=None):
     # Shift 1 (no shift) in training and sampling: 32x32 frames need the low noise levels that a
     # high-resolution shift skips (shift 2 left the first run's samples speckled).
     c.objective = ConfigDict(dict(sampling="uniform", shift=1.0))
-    c.prior = ConfigDict(dict(steps=4000, batch=128, lr=5e-4, weight_decay=0.01, warmup=200))
+    # completion: the share of wide-scene samples pretrained as video completion (toy.pretrain).
+    c.prior = ConfigDict(dict(steps=4000, batch=128, lr=5e-4, weight_decay=0.01, warmup=200, completion=0.5))
     lora_common = dict(rank=64, alpha=64.0, steps=2000, batch=64, lr=1e-3, weight_decay=0.01, warmup=100)
     c.lora = _lora("pose", **lora_common)
     # The study (--study): two seeds of the paper's model G and the Table 2 ablations A and D.
@@ -66,7 +67,7 @@ def get_config(arg=None):
     c.eval = ConfigDict(dict(cases=64, steps=30, shift=1.0, seed=0, batch=64, clamp_motion=True, grid_cases=4))
 
     if variant == "gpu":
-        c.time_budget_s = 540.0
+        c.time_budget_s = 570.0
         c.data.workers = 16
         c.model.attention_impl = "auto"  # cuDNN flash attention: the xla path holds [B, heads, L, L] scores
     if variant == "cpu":

@@ -1,12 +1,16 @@
-"""Stage 1: pretrain the toy image-to-video prior (full parameters), standing in for the backbone.
+"""Stage 1: pretrain the toy video prior (full parameters), standing in for the backbone.
 
-The paper fine-tunes a backbone that was pretrained on huge video data; here that backbone is the
-project's MMDiT at small width, trained from scratch as an I2V model (condition: the first frame,
-mask on frame 0) on toy videos, single characters at W and two-person scenes at 2W. It uses the
-project's flow-matching objective (`dreamactor_jax.train.objective`) and AdamW
-(`dreamactor_jax.train.optim`); the training data stays on the device and batches are drawn there.
+The paper fine-tunes a backbone pretrained on huge video data and relies on what that backbone
+already does in context. Here the backbone is the project's MMDiT at small width, trained from
+scratch on toy videos: single characters at W as image-to-video (condition: the first frame, mask
+on frame 0), and two-person scenes at 2W (half of them duos in step, `toy.data`) as image-to-video
+or, for a share `prior.completion` of them, as video completion (one half of the frame given at
+every frame). Video completion with masks is how current video backbones are pretrained for
+editing and extension; on duos it gives the stand-in the in-context ability the paper's recipe
+builds on: move one person the way the person beside them moves. It never sees a pose skeleton.
+Project objective (`dreamactor_jax.train.objective`) and AdamW (`dreamactor_jax.train.optim`); the
+training data stays on the device and batches are drawn there.
 """
-
 from __future__ import annotations
 
 import dataclasses
@@ -79,18 +83,38 @@ def jitted(fn: Callable, fast_compile: bool = False) -> Callable:
     return jax.jit(fn, static_argnames=("statics",), compiler_options=opts)
 
 
+def completion_masks(key, batch: int, t: int, h: int, w: int, share: float) -> jax.Array:
+    """[B, T, h, w, 1] conditioning masks for pretraining on wide scenes: per sample, with
+    probability `share` a video-completion mask (one half of the frame given at every frame, the
+    other half on frame 0 only, the half drawn at random), else the I2V mask (frame 0 given)."""
+    k1, k2 = jax.random.split(key)
+    first = (jnp.arange(t) == 0)[:, None, None]
+    left = (jnp.arange(w) < w // 2)[None, None, :]
+    given_left = jax.random.bernoulli(k2, 0.5, (batch, 1, 1, 1))
+    half = jnp.where(given_left, left, ~left) | first  # [B, T, 1, w]
+    use = jax.random.bernoulli(k1, share, (batch, 1, 1, 1))
+    mask = jnp.where(use, half, first)
+    return jnp.broadcast_to(mask, (batch, t, h, w))[..., None].astype(jnp.float32)
+
+
 def prior_step(state, clips, key, statics):
     """One AdamW step of the prior on a batch drawn (on device) from `clips` uint8 [N, T, H, W, 3].
 
-    `statics` = (MMDiTConfig, text spec, FlowConfig, OptimConfig, batch): hashable, so every call
-    with the same settings reuses one compiled program.
+    Narrow clips train image-to-video (frame 0 given); wide scenes (W > H) also, for a share
+    `completion` of their samples, video completion (`completion_masks`). The condition is always
+    the target latent where the mask is 1, zero elsewhere (the I2V backbone's convention).
+    `statics` = (MMDiTConfig, text spec, FlowConfig, OptimConfig, batch, completion share): hashable,
+    so every call with the same settings reuses one compiled program.
     """
-    cfg, spec, flow, ocfg, batch = statics
+    cfg, spec, flow, ocfg, batch, completion = statics
     params, opt_state = state
-    ki, kl = jax.random.split(key)
+    ki, kl, km = jax.random.split(key, 3)
     idx = jax.random.randint(ki, (batch,), 0, clips.shape[0])
     video = ae.to_pixels(clips[idx])
     tgt, cond, mask = tm.build("i2v", video, None, video[:, 0])
+    if completion > 0 and video.shape[3] > video.shape[2]:
+        mask = completion_masks(km, batch, *tgt.shape[1:4], completion)
+        cond = tgt * mask
     loss, grads = jax.value_and_grad(
         lambda p: flow_step_loss(p, None, cfg, None, spec, "i2v", tgt, cond, mask, kl, flow))(params)
     updates, opt_state = make_optimizer(ocfg).update(grads, opt_state, params)
@@ -106,7 +130,7 @@ def pretrain_prior(c, data: dict[str, np.ndarray], *, log: Callable[[str], None]
     log(f"[prior] {tm.count(params):,} parameters; {cfg.num_layers}+{cfg.num_single_layers} blocks, "
         f"hidden {cfg.hidden_size}")
     ocfg = optim_config(s)
-    statics = (cfg, tm.text_spec(c.model), flow, ocfg, int(s.batch))
+    statics = (cfg, tm.text_spec(c.model), flow, ocfg, int(s.batch), float(s.get("completion", 0.0)))
     state = (params, make_optimizer(ocfg).init(params))
     sets = [jnp.asarray(data[k]) for k in ("video", "wide") if len(data[k])]
     step = jitted(prior_step, bool(c.get("fast_compile", False)))
