@@ -96,3 +96,74 @@ def test_still_baseline_scores_against_the_exact_target():
     assert still["psnr"] < exact["psnr"] and still["kp_err"] > exact["kp_err"]
     grid = frame_grid([cases[0].target.video, cases[1].driving.pose_video], scale=2)
     assert grid.shape == ((32 * 2 + 1) * 2, 4 * 32 * 2, 3)
+
+
+def test_duo_scenes_in_step_share_one_motion_one_frame_width_apart():
+    from dreamactor_jax.toy.data import scene_actors
+    from dreamactor_jax.toy.world import WorldConfig
+
+    wcfg = WorldConfig(height=32, width=32, num_frames=4)
+    duo = scene_actors(3, 5, wcfg, seed=0, sync=1.0)
+    (a, ma, xa), (b, mb, xb) = duo
+    assert mb is ma and xb - xa == pytest.approx(0.5) and a.seed != b.seed
+    (_, m1, _), (_, m2, _) = scene_actors(3, 5, wcfg, seed=0, sync=0.0)
+    assert not np.allclose(m1.angles, m2.angles)  # unsynchronised scenes: two different motions
+    with pytest.raises(ValueError, match="sync"):
+        from dreamactor_jax.toy.data import prior_set
+        prior_set(wcfg, 1, 1, num_chars=2, num_motions=2, sync=1.5)
+
+
+def test_completion_masks_give_one_half_at_every_frame_or_the_first_frame():
+    from dreamactor_jax.toy.pretrain import completion_masks
+
+    t, h, w = 3, 2, 8
+    m = np.asarray(completion_masks(jax.random.PRNGKey(0), 64, t, h, w, 1.0))[..., 0]
+    assert m.shape == (64, t, h, w) and (m[:, 0] == 1).all()  # frame 0 is always given
+    later = m[:, 1:, 0, :]
+    left, right = (later[..., : w // 2] == 1).all((1, 2)), (later[..., w // 2:] == 1).all((1, 2))
+    assert (left ^ right).all() and 0 < left.sum() < 64  # exactly one half, either side
+    assert (later.sum((1, 2)) == (t - 1) * w // 2).all()
+    i2v = np.asarray(completion_masks(jax.random.PRNGKey(1), 8, t, h, w, 0.0))[..., 0]
+    assert (i2v[:, 0] == 1).all() and (i2v[:, 1:] == 0).all()
+
+
+def test_prior_round_trips_through_safetensors_and_refuses_another_config(tmp_path, monkeypatch):
+    from dreamactor_jax.models import mmdit
+    from dreamactor_jax.toy import pretrain
+    from dreamactor_jax.toy.pretrain import load_prior, save_prior
+
+    c = load_config("ci")
+    cfg = tm.mmdit_config(c.model)
+    params = mmdit.init_params(cfg, jax.random.PRNGKey(3))
+    monkeypatch.setattr(pretrain, "PRIOR_SHARD_BYTES", 8192)  # several shards
+    save_prior(tmp_path / "prior", params, cfg, {"note": "test"})
+    shards = sorted(p.name for p in (tmp_path / "prior").glob("prior-*.safetensors"))
+    assert len(shards) > 1 and json.loads((tmp_path / "prior" / "prior.json").read_text())["shards"] == len(shards)
+    back = load_prior(tmp_path / "prior", cfg)
+    for x, y in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(back)):
+        np.testing.assert_array_equal(np.asarray(x, np.float32), np.asarray(y))
+    with pytest.raises(FileExistsError, match="exists"):
+        save_prior(tmp_path / "prior", params, cfg)
+    other = tm.mmdit_config(load_config("ci,model.layers=2").model)
+    with pytest.raises(ValueError, match="shape|has no"):
+        load_prior(tmp_path / "prior", other)
+    with pytest.raises(FileNotFoundError, match="prior.json"):
+        load_prior(tmp_path, cfg)
+
+
+def test_demo_refuses_conflicting_prior_options_before_any_work(tmp_path):
+    import subprocess
+    import sys
+
+    def demo(*args):
+        return subprocess.run([sys.executable, "-m", "dreamactor_jax.toy.demo", "--out", str(tmp_path / "o"),
+                               "--config", "ci", *args], capture_output=True, text=True, timeout=300)
+
+    r = demo("--prior", str(tmp_path / "p"), "--save-prior", str(tmp_path / "q"))
+    assert r.returncode == 2 and "give one" in r.stderr.strip().splitlines()[-1]
+    (tmp_path / "q").mkdir()
+    r = demo("--save-prior", str(tmp_path / "q"))
+    assert r.returncode == 2 and "exists already" in r.stderr.strip().splitlines()[-1]
+    r = demo("--prior", str(tmp_path / "missing"))
+    assert r.returncode == 2 and "prior.json" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "o" / "metrics.json").exists()

@@ -44,21 +44,26 @@ def _pairs(n: int, seed: int, num_chars: int, num_motions: int) -> np.ndarray:
     return np.stack([rng.integers(num_chars, size=n), rng.integers(num_motions, size=n)], 1)
 
 
+def scene_actors(ci: int, mi: int, cfg: WorldConfig, seed: int, sync: float):
+    """The two actors (character, motion, x in the 2W scene) of wide scene (ci, mi): with
+    probability `sync` a duo in step (one motion, the second actor exactly W right of the first)."""
+    rng = np.random.default_rng([seed, ci, mi])
+    a, b = character("train", ci, cfg), character("train", (ci * 7 + 3) % 1_000_000, cfg)
+    ma = motion("train", mi, cfg)
+    if rng.uniform() < sync:
+        xa = rng.uniform(0.2, 0.3)
+        return [(a, ma, xa), (b, ma, xa + 0.5)]
+    mb = motion("train", (mi * 5 + 1) % 1_000_000, cfg)
+    return [(a, ma, rng.uniform(0.15, 0.4)), (b, mb, rng.uniform(0.6, 0.85))]
+
+
 def _prior_item(args):
     cfgd, ci, mi, wide, sync, seed = args
     cfg = WorldConfig(**cfgd)
     if not wide:
         return render_clip(character("train", ci, cfg), motion("train", mi, cfg), cfg).video
     wcfg = WorldConfig(**{**cfgd, "width": 2 * cfg.width})
-    rng = np.random.default_rng([seed, ci, mi])
-    a, b = character("train", ci, cfg), character("train", (ci * 7 + 3) % 1_000_000, cfg)
-    ma = motion("train", mi, cfg)
-    if rng.uniform() < sync:  # in step, one frame width apart (x is in units of the 2W scene)
-        xa = rng.uniform(0.2, 0.3)
-        return render_scene([(a, ma, xa), (b, ma, xa + 0.5)], wcfg).video
-    mb = motion("train", (mi * 5 + 1) % 1_000_000, cfg)
-    xa, xb = rng.uniform(0.15, 0.4), rng.uniform(0.6, 0.85)
-    return render_scene([(a, ma, xa), (b, mb, xb)], wcfg).video
+    return render_scene(scene_actors(ci, mi, cfg, seed, sync), wcfg).video
 
 
 def _pose_item(args):

@@ -171,6 +171,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.prior and a.save_prior:
         raise ValueError("--prior and --save-prior: give one (a loaded prior is not pretrained again)")
+    if a.prior and not (Path(a.prior) / "prior.json").is_file():
+        raise FileNotFoundError(f"--prior {a.prior}: not a saved toy prior (no prior.json)")
     if a.save_prior and Path(a.save_prior).exists():
         raise FileExistsError(f"--save-prior {a.save_prior}: exists already (choose a new folder)")
     c = load_config(a.config, Path(a.config_file))
