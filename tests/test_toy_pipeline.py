@@ -167,3 +167,23 @@ def test_demo_refuses_conflicting_prior_options_before_any_work(tmp_path):
     r = demo("--prior", str(tmp_path / "missing"))
     assert r.returncode == 2 and "prior.json" in r.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_motion_influence_is_zero_for_identical_poses_and_positive_otherwise():
+    from dreamactor_jax.models import mmdit
+    from dreamactor_jax.toy.evaluate import INFLUENCE_SIGMAS, motion_influence
+    from dreamactor_jax.toy.world import heldout_cases
+
+    from dreamactor_jax.toy.world import WorldConfig
+
+    c = load_config("ci")
+    base = mmdit.init_params(tm.mmdit_config(c.model), jax.random.PRNGKey(4))
+    cases = heldout_cases(2, WorldConfig(**dict(c.world)))
+    for layout in ("spatial", "temporal"):  # two cases each time: one compiled forward per layout
+        got = motion_influence(c, cases, base, None, None, layout=layout)
+        assert set(got) == {f"sigma_{s}" for s in INFLUENCE_SIGMAS} | {"mean"}
+        assert got["mean"] > 1e-3, (layout, got)  # a random model mixes every token into every other
+        same = motion_influence(c, [cases[0], cases[0]], base, None, None, layout=layout)
+        assert same["mean"] == 0.0  # swapping a pose video for an identical one changes nothing
+    with pytest.raises(ValueError, match="at least 2"):
+        motion_influence(c, cases[:1], base, None, None)

@@ -60,7 +60,8 @@ def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None
 
     from dreamactor_jax.toy import data as toy_data
     from dreamactor_jax.toy.adapter import train_lora
-    from dreamactor_jax.toy.evaluate import evaluate_adapter, evaluate_baselines, frame_grid, save_png, score
+    from dreamactor_jax.toy.evaluate import (evaluate_adapter, evaluate_baselines, frame_grid, motion_influence,
+                                             save_png, score)
     from dreamactor_jax.toy import model as tm
     from dreamactor_jax.toy.pretrain import load_prior, pretrain_prior, save_prior
     from dreamactor_jax.toy.world import WorldConfig, heldout_cases
@@ -100,6 +101,8 @@ def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None
     videos = evaluate_baselines(c, cases, prior)
     times["eval_baselines_s"] = time.time() - t0
     result.update(scores={}, lora={}, times=times)
+    # Does each model read its motion input? (toy.evaluate.motion_influence; ~0 = ignores it)
+    result["motion_influence"] = {"canvas_no_lora": motion_influence(c, cases, prior, None, None)}
 
     def publish(names):
         for name in names:
@@ -135,6 +138,10 @@ def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None
                                        "fixed_batch_after": after}
         t0 = time.time()
         videos[str(lc.name)] = evaluate_adapter(c, cases, prior, lora, lc)
+        result["motion_influence"][str(lc.name)] = motion_influence(
+            c, cases, prior, lora, lc, layout=str(lc.layout), pose_aug=bool(lc.pose_aug))
+        log(f"[eval] {lc.name:>16}: motion influence {result['motion_influence'][str(lc.name)]['mean']:.4f} "
+            f"(without adapter {result['motion_influence']['canvas_no_lora']['mean']:.4f})")
         times[f"eval_{lc.name}_s"] = time.time() - t0
         publish([str(lc.name)])
         last_s = time.time() - t_adapter
