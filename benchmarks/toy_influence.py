@@ -10,6 +10,9 @@ temporal layout, without an adapter. Runs on CPU (xla attention) or GPU.
 import argparse
 import json
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from dreamactor_jax.toy import model as tm
 from dreamactor_jax.toy.demo import load_config

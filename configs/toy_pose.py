@@ -52,8 +52,10 @@ def get_config(arg=None):
     # Shift 1 (no shift) in training and sampling: 32x32 frames need the low noise levels that a
     # high-resolution shift skips (shift 2 left the first run's samples speckled).
     c.objective = ConfigDict(dict(sampling="uniform", shift=1.0))
-    # completion: the share of wide-scene samples pretrained as video completion (toy.pretrain).
-    c.prior = ConfigDict(dict(steps=4000, batch=128, lr=5e-4, weight_decay=0.01, warmup=200, completion=0.5))
+    # completion: the share of wide-scene samples pretrained as video completion (toy.pretrain);
+    # restart: which continuation of a saved prior this is (--continue-prior; each draws other batches).
+    c.prior = ConfigDict(dict(steps=4000, batch=128, lr=5e-4, weight_decay=0.01, warmup=200, completion=0.5,
+                              restart=1))
     lora_common = dict(rank=64, alpha=64.0, steps=2000, batch=64, lr=1e-3, weight_decay=0.01, warmup=100)
     c.lora = _lora("pose", **lora_common)
     # The study (--study): two seeds of the paper's model G and the Table 2 ablations A and D.
@@ -77,8 +79,10 @@ def get_config(arg=None):
                       num_motions=300, workers=2)
         c.model.update(heads=2, head_dim=32, layers=2, single_layers=2, rope_axes_dim=(8, 12, 12),
                        dtype="float32", attention_impl="xla")
-        c.prior.update(steps=300, batch=8, lr=1e-3, warmup=30)
-        cpu_lora = dict(rank=16, alpha=16.0, steps=300, batch=8, lr=2e-3, warmup=30)
+        # ~10 minutes on 2 CPU cores (about 1.5 s per step of either stage): a run of the pipeline, not a
+        # trained model (the GPU config is the study).
+        c.prior.update(steps=160, batch=8, lr=1e-3, warmup=16)
+        cpu_lora = dict(rank=16, alpha=16.0, steps=160, batch=8, lr=2e-3, warmup=16)
         c.lora.update(cpu_lora)
         for k in c.study:
             c.study[k].update(cpu_lora)

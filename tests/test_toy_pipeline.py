@@ -78,6 +78,9 @@ def test_few_steps_of_prior_and_pose_lora_make_the_loss_fall():
     prior_data = toy_data.prior_set(wcfg, 16, 0, num_chars=8, num_motions=8)
     prior, losses, _ = pretrain_prior(c, prior_data, log=lambda m: None)
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    more, more_losses, _ = pretrain_prior(c, prior_data, log=lambda m: None, init=prior)  # a warm restart
+    assert np.mean(more_losses[:3]) < np.mean(losses[:3])  # it starts from what the first run learnt
+    assert not np.allclose(np.asarray(jax.tree_util.tree_leaves(more)[0]), np.asarray(jax.tree_util.tree_leaves(prior)[0]))
     pose_data = toy_data.pose_set(wcfg, 16, num_chars=8, num_motions=8, aug_copies=1)
     assert pose_data["pose_aug"].shape == (16, 1) + pose_data["pose"].shape[1:]
     lora, losses, _, (before, after) = train_lora(c, prior, pose_data, log=lambda m: None)
@@ -164,6 +167,8 @@ def test_demo_refuses_conflicting_prior_options_before_any_work(tmp_path):
     (tmp_path / "q").mkdir()
     r = demo("--save-prior", str(tmp_path / "q"))
     assert r.returncode == 2 and "exists already" in r.stderr.strip().splitlines()[-1]
+    r = demo("--continue-prior")
+    assert r.returncode == 2 and "needs --prior" in r.stderr.strip().splitlines()[-1]
     r = demo("--prior", str(tmp_path / "missing"))
     assert r.returncode == 2 and "prior.json" in r.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "o" / "metrics.json").exists()

@@ -4,6 +4,13 @@
     python -m dreamactor_jax.toy.demo --out runs/toy --config gpu    # the larger config on one GPU
     python -m dreamactor_jax.toy.demo --out runs/toy --config gpu --study   # + seed 1, ablations A, D
 
+A prior can be saved and reused or trained further across runs (a GPU call has a time limit):
+
+    python -m dreamactor_jax.toy.demo --out runs/a --config gpu --adapters pose --save-prior runs/prior1
+    python -m dreamactor_jax.toy.demo --out runs/b --config gpu,prior.restart=1 --prior runs/prior1 \
+        --continue-prior --save-prior runs/prior2 --adapters pose
+    python -m dreamactor_jax.toy.demo --out runs/c --config gpu --study --prior runs/prior2
+
 Writes into --out: `metrics.json` (scores of every method on held-out cross-identity cases, losses,
 timings, device, config), `grid.png` (rows per case: driving pose, target, still, prior, adapters),
 `demo.mp4` (reference | driving pose | generated | ground truth) and `log.txt`.
@@ -50,10 +57,12 @@ def _summary(losses: list[float]) -> dict:
 
 
 def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None,
-        adapters: list[str] | None = None, prior_in: Path | None = None, prior_out: Path | None = None) -> dict:
+        adapters: list[str] | None = None, prior_in: Path | None = None, prior_out: Path | None = None,
+        continue_prior: bool = False) -> dict:
     """Runs the whole pipeline of config `c`, writing results into `out`; returns the metrics dict.
 
-    `prior_in`: a prior saved by an earlier run (`save_prior`) to use instead of pretraining one;
+    `prior_in`: a prior saved by an earlier run (`save_prior`) to use instead of pretraining one, or,
+    with `continue_prior`, to pretrain further (`prior.steps` more, `toy.pretrain.pretrain_prior`);
     `prior_out`: where to save the prior this run pretrains (a new folder).
     """
     import jax
@@ -74,7 +83,8 @@ def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None
     wcfg = WorldConfig(**dict(c.world))
     d = c.data
     t0 = time.time()
-    if prior_in is None:
+    pretrain = prior_in is None or continue_prior
+    if pretrain:
         prior_data = toy_data.prior_set(wcfg, int(d.prior_clips), int(d.prior_scenes), num_chars=int(d.num_chars),
                                         num_motions=int(d.num_motions), seed=int(c.seed), workers=int(d.workers),
                                         sync=float(d.sync_scenes))
@@ -83,14 +93,19 @@ def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None
                                   seed=int(c.seed), workers=int(d.workers))
     cases = heldout_cases(int(c.eval.cases), wcfg)
     times["data_s"] = time.time() - t0
-    if prior_in is None:
+    if pretrain:
         log(f"[data] {len(prior_data['video'])} prior clips + {len(prior_data['wide'])} wide scenes, "
             f"{len(pose_data['video'])} pose clips, {len(cases)} held-out cases ({times['data_s']:.1f}s)")
-        prior, losses, times["prior_s"] = pretrain_prior(c, prior_data, log=log)
+        init = load_prior(prior_in, tm.mmdit_config(c.model)) if continue_prior else None
+        prior, losses, times["prior_s"] = pretrain_prior(c, prior_data, log=log, init=init)
         result["prior_loss"] = _summary(losses)
+        if continue_prior:
+            result["prior_from"] = str(prior_in)
         del prior_data
         if prior_out is not None:
-            save_prior(prior_out, prior, tm.mmdit_config(c.model), {"config": c.to_dict(), "loss": result["prior_loss"]})
+            meta = {"config": c.to_dict(), "loss": result["prior_loss"],
+                    "continued_from": str(prior_in) if continue_prior else None}
+            save_prior(prior_out, prior, tm.mmdit_config(c.model), meta)
             log(f"[prior] saved to {prior_out}")
     else:
         log(f"[data] {len(pose_data['video'])} pose clips, {len(cases)} held-out cases ({times['data_s']:.1f}s)")
@@ -175,9 +190,14 @@ def main(argv=None) -> int:
     ap.add_argument("--adapters", default="", help="comma list of adapters to train instead (e.g. temporal,pose_attn)")
     ap.add_argument("--prior", default=None, help="use the prior saved in this folder (by --save-prior) instead of pretraining")
     ap.add_argument("--save-prior", default=None, help="save the pretrained prior into this new folder")
+    ap.add_argument("--continue-prior", action="store_true",
+                    help="pretrain the --prior further (prior.steps more; set prior.restart=K for the K-th time)")
     a = ap.parse_args(argv)
-    if a.prior and a.save_prior:
-        raise ValueError("--prior and --save-prior: give one (a loaded prior is not pretrained again)")
+    if a.continue_prior and not a.prior:
+        raise ValueError("--continue-prior: needs --prior (the saved prior to train further)")
+    if a.prior and a.save_prior and not a.continue_prior:
+        raise ValueError("--prior and --save-prior: give one (a loaded prior is not pretrained again), "
+                         "or add --continue-prior")
     if a.prior and not (Path(a.prior) / "prior.json").is_file():
         raise FileNotFoundError(f"--prior {a.prior}: not a saved toy prior (no prior.json)")
     if a.save_prior and Path(a.save_prior).exists():
@@ -189,7 +209,8 @@ def main(argv=None) -> int:
     try:
         run(c, out, study=a.study, write_video=not a.no_video, log=log,
             adapters=[x for x in a.adapters.split(",") if x] or None,
-            prior_in=Path(a.prior) if a.prior else None, prior_out=Path(a.save_prior) if a.save_prior else None)
+            prior_in=Path(a.prior) if a.prior else None, prior_out=Path(a.save_prior) if a.save_prior else None,
+            continue_prior=a.continue_prior)
     finally:
         log(f"[total] {time.time() - t0:.1f}s")
         out.mkdir(parents=True, exist_ok=True)

@@ -121,14 +121,21 @@ def prior_step(state, clips, key, statics):
     return (optax.apply_updates(params, updates), opt_state), loss
 
 
-def pretrain_prior(c, data: dict[str, np.ndarray], *, log: Callable[[str], None] = print):
-    """Trains the prior on `data` (from `toy.data.prior_set`); returns (params, losses, seconds)."""
+def pretrain_prior(c, data: dict[str, np.ndarray], *, log: Callable[[str], None] = print, init: dict | None = None):
+    """Trains the prior on `data` (from `toy.data.prior_set`); returns (params, losses, seconds).
+
+    `init`: parameters to continue from (a prior saved by an earlier run) instead of a fresh
+    initialisation; the optimiser starts afresh (warm-up and cosine over `prior.steps` again), so a
+    long pretraining can be split over several calls of limited length (a warm restart).
+    """
     cfg = tm.mmdit_config(c.model)
     flow, s = flow_config(c), c.prior
     key = jax.random.PRNGKey(int(c.seed))
-    params = mmdit.init_params(cfg, jax.random.fold_in(key, 0))
+    params = mmdit.init_params(cfg, jax.random.fold_in(key, 0)) if init is None else init
+    if init is not None:  # another stream of batches and noise than the run that made `init`
+        key = jax.random.fold_in(key, 1 + int(s.get("restart", 1)))
     log(f"[prior] {tm.count(params):,} parameters; {cfg.num_layers}+{cfg.num_single_layers} blocks, "
-        f"hidden {cfg.hidden_size}")
+        f"hidden {cfg.hidden_size}" + (" (continued from a saved prior)" if init is not None else ""))
     ocfg = optim_config(s)
     statics = (cfg, tm.text_spec(c.model), flow, ocfg, int(s.batch), float(s.get("completion", 0.0)))
     state = (params, make_optimizer(ocfg).init(params))
