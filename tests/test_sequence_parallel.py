@@ -11,10 +11,6 @@ data=4 x sequence=2. (Few meshes, fast compiles: each MMDiT compile costs ~10 s 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +19,7 @@ import pytest
 from dreamactor_jax import sharding
 from dreamactor_jax.models import sequence_parallel as sp
 from dreamactor_jax.models.attention import attention
+from fake_devices import run_on_fake_devices
 
 TOL = 1e-5
 
@@ -65,12 +62,8 @@ def test_bad_arguments_raise():
 
 
 def test_sequence_parallel_and_fsdp_on_8_fake_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
-    assert proc.stdout.strip().endswith("OK"), proc.stdout[-3000:]
+    stdout = run_on_fake_devices(__file__)
+    assert stdout.strip().endswith("OK"), stdout[-3000:]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,15 +6,12 @@ runs every test file in one process.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import jax
 import pytest
 from jax.sharding import PartitionSpec as P
 
 from dreamactor_jax import sharding
+from fake_devices import run_on_fake_devices
 
 
 def test_logical_to_spec_rules():
@@ -47,13 +44,8 @@ MESHES = ({"data": 2, "fsdp": 2, "tensor": 2}, {"fsdp": 2, "sequence": 2, "tenso
 
 @pytest.fixture(scope="module")
 def child_results():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     results = {}
-    for line in proc.stdout.splitlines():
+    for line in run_on_fake_devices(__file__).splitlines():
         if line.startswith("RESULT "):
             _, mesh, err, gerr = line.split(" ")
             results[mesh] = (float(err), float(gerr))
