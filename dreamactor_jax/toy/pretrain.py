@@ -148,12 +148,17 @@ def pretrain_prior(c, data: dict[str, np.ndarray], *, log: Callable[[str], None]
     return params, losses, time.time() - t0
 
 
+def _leaf_name(path) -> str:
+    """A parameter's name in the saved prior: its dict keys joined by "/"."""
+    return "/".join(str(getattr(k, "key", k)) for k in path)
+
+
 def save_prior(folder: str | os.PathLike, params: dict, cfg, meta: dict | None = None) -> None:
     """Writes the prior's parameters (fp32) as safetensors shards `prior-K.safetensors` and `prior.json`
     (the MMDiT config and `meta`) into a new folder, atomically (the folder appears whole or not at all)."""
     from safetensors.numpy import save_file
 
-    flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v, np.float32)
+    flat = {_leaf_name(path): np.asarray(v, np.float32)
             for path, v in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]}
     shards, size = [{}], 0
     for name, arr in flat.items():
@@ -190,7 +195,7 @@ def load_prior(folder: str | os.PathLike, cfg) -> dict:
     paths, treedef = jax.tree_util.tree_flatten_with_path(like)
     leaves = []
     for path, spec in paths:
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        name = _leaf_name(path)
         if name not in flat:
             raise ValueError(f"{folder}: prior has no {name!r} (saved with another model config?)")
         if tuple(flat[name].shape) != tuple(spec.shape):
