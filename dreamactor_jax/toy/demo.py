@@ -80,10 +80,12 @@ def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None
     out.mkdir(parents=True, exist_ok=True)
     times, result = {}, {"config": c.to_dict(), "device": str(jax.devices()[0].device_kind),
                          "backend": jax.default_backend(), "jax": jax.__version__}
-    wcfg = WorldConfig(**dict(c.world))
+    wcfg, mcfg = WorldConfig(**dict(c.world)), tm.mmdit_config(c.model)
     d = c.data
     t0 = time.time()
     pretrain = prior_in is None or continue_prior
+    if prior_in is not None:
+        result["prior_from"] = str(prior_in)
     if pretrain:
         prior_data = toy_data.prior_set(wcfg, int(d.prior_clips), int(d.prior_scenes), num_chars=int(d.num_chars),
                                         num_motions=int(d.num_motions), seed=int(c.seed), workers=int(d.workers),
@@ -96,21 +98,18 @@ def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None
     if pretrain:
         log(f"[data] {len(prior_data['video'])} prior clips + {len(prior_data['wide'])} wide scenes, "
             f"{len(pose_data['video'])} pose clips, {len(cases)} held-out cases ({times['data_s']:.1f}s)")
-        init = load_prior(prior_in, tm.mmdit_config(c.model)) if continue_prior else None
+        init = load_prior(prior_in, mcfg) if continue_prior else None
         prior, losses, times["prior_s"] = pretrain_prior(c, prior_data, log=log, init=init)
         result["prior_loss"] = _summary(losses)
-        if continue_prior:
-            result["prior_from"] = str(prior_in)
         del prior_data
         if prior_out is not None:
             meta = {"config": c.to_dict(), "loss": result["prior_loss"],
-                    "continued_from": str(prior_in) if continue_prior else None}
-            save_prior(prior_out, prior, tm.mmdit_config(c.model), meta)
+                    "continued_from": result.get("prior_from")}
+            save_prior(prior_out, prior, mcfg, meta)
             log(f"[prior] saved to {prior_out}")
     else:
         log(f"[data] {len(pose_data['video'])} pose clips, {len(cases)} held-out cases ({times['data_s']:.1f}s)")
-        prior = load_prior(prior_in, tm.mmdit_config(c.model))
-        result["prior_from"] = str(prior_in)
+        prior = load_prior(prior_in, mcfg)
         log(f"[prior] loaded from {prior_in}")
     t0 = time.time()
     videos = evaluate_baselines(c, cases, prior)
