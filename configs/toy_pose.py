@@ -43,8 +43,10 @@ def get_config(arg=None):
     c.check_loss = False  # measure one fixed batch's loss before and after LoRA training (CI)
     c.fast_compile = False  # CPU: skip XLA backend optimisation (faster compiles, slower steps; CI)
     c.world = ConfigDict(dict(height=32, width=32, num_frames=8, duration=1.0, quadruped_fraction=0.25, ground=0.92))
-    # sync_scenes: the share of two-person scenes that are duos in step (toy.data.prior_set).
-    c.data = ConfigDict(dict(prior_clips=8000, prior_scenes=6000, sync_scenes=0.5, pose_clips=8000, aug_copies=4,
+    # split_scenes: the share of two-person scenes that are split-screen duos (two panels, one motion);
+    # sync_scenes: the share of the others that are duos in step in one scene (toy.data.prior_set).
+    c.data = ConfigDict(dict(prior_clips=8000, prior_scenes=6000, split_scenes=0.5, sync_scenes=0.5,
+                             pose_clips=8000, aug_copies=4,
                              num_chars=2000, num_motions=4000, workers=14))
     c.model = ConfigDict(dict(heads=4, head_dim=64, layers=4, single_layers=4, refiner_layers=1, patch_size=2,
                               text_len=4, text_dim=32, pooled_dim=32, rope_axes_dim=(16, 24, 24),

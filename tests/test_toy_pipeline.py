@@ -109,11 +109,37 @@ def test_duo_scenes_in_step_share_one_motion_one_frame_width_apart():
     duo = scene_actors(3, 5, wcfg, seed=0, sync=1.0)
     (a, ma, xa), (b, mb, xb) = duo
     assert mb is ma and xb - xa == pytest.approx(0.5) and a.seed != b.seed
+    assert a.body.kind == b.body.kind  # one motion fits one kind of body
     (_, m1, _), (_, m2, _) = scene_actors(3, 5, wcfg, seed=0, sync=0.0)
     assert not np.allclose(m1.angles, m2.angles)  # unsynchronised scenes: two different motions
     with pytest.raises(ValueError, match="sync"):
         from dreamactor_jax.toy.data import prior_set
         prior_set(wcfg, 1, 1, num_chars=2, num_motions=2, sync=1.5)
+
+
+def test_split_screen_duos_are_two_panels_with_one_motion_at_one_place():
+    from dreamactor_jax.toy.data import prior_set, split_screen
+    from dreamactor_jax.toy.metrics import detect_markers
+    from dreamactor_jax.toy.world import WorldConfig
+
+    wcfg = WorldConfig(height=32, width=32, num_frames=4)
+    rng = np.random.default_rng(3)
+    for ci, mi in rng.integers(0, 1000, size=(4, 2)):
+        v = split_screen(int(ci), int(mi), wcfg, seed=0)
+        assert v.shape == (4, 32, 64, 3)
+        left, right = v[..., :32, :], v[..., 32:, :]
+        # each panel has its own background (corner pixels), not one scene's
+        assert not np.array_equal(left[0, 0, 0], right[0, 0, 0])
+        assert (left[:, 0, 0] == left[0, 0, 0]).all() and (right[:, 0, 0] == right[0, 0, 0]).all()
+        # one motion at one place: the head marker moves the same way in both panels
+        hl, hr = detect_markers(left)[:, 0, :2], detect_markers(right)[:, 0, :2]
+        assert np.abs((hl - hl[0]) - (hr - hr[0])).max() < 0.04  # other motions: 0.06-0.3
+        assert not np.array_equal(left, right)  # two characters
+    every = prior_set(wcfg, 0, 3, num_chars=5, num_motions=5, split=1.0)["wide"]
+    none = prior_set(wcfg, 0, 3, num_chars=5, num_motions=5, split=0.0, sync=1.0)["wide"]
+    assert every.shape == none.shape == (3, 4, 32, 64, 3) and not np.array_equal(every, none)
+    with pytest.raises(ValueError, match="split"):
+        prior_set(wcfg, 1, 1, num_chars=2, num_motions=2, split=-0.1)
 
 
 def test_completion_masks_give_one_half_at_every_frame_or_the_first_frame():

@@ -3,9 +3,13 @@
 - `prior_set`: what the I2V prior is pretrained on: single characters at W x H and two-person
   scenes at 2W x H (so the backbone has seen wide frames before it meets the 2W in-context canvas).
   A share `sync` of the scenes are duos dancing in step (the same motion, the second actor exactly
-  W to the right of the first, different bodies and looks), like the split-screen and dance-duo
-  videos a real video backbone has seen: they give the stand-in backbone the in-context prior the
-  paper relies on, motion at one place of the frame mirrored at another.
+  W to the right of the first, different bodies and looks), like the dance-duo videos a real
+  video backbone has seen: they give the stand-in backbone the in-context prior the
+  paper relies on, motion at one place of the frame mirrored at another. A share `split` of the
+  scenes are split-screen duos (`split_screen`): two panels side by side, each with its own
+  background, one motion at the same place of each panel (the side-by-side comparison, tutorial
+  and reaction videos a real backbone has seen). That is the in-context canvas's geometry: a
+  panel to animate beside a panel that shows the motion.
 - `pose_set`: clips of training characters performing training motions, their pose videos, and
   `aug_copies` pose videos per clip with the paper's pose augmentation (bone-length scaling and
   box normalisation, `dreamactor_jax.pose.augment`), drawn once here so training stays on device.
@@ -48,20 +52,33 @@ def scene_actors(ci: int, mi: int, cfg: WorldConfig, seed: int, sync: float):
     """The two actors (character, motion, x in the 2W scene) of wide scene (ci, mi): with
     probability `sync` a duo in step (one motion, the second actor exactly W right of the first)."""
     rng = np.random.default_rng([seed, ci, mi])
-    a, b = character("train", ci, cfg), character("train", (ci * 7 + 3) % 1_000_000, cfg)
-    ma = motion("train", mi, cfg)
-    if rng.uniform() < sync:
+    a, ma = character("train", ci, cfg), motion("train", mi, cfg)
+    if rng.uniform() < sync:  # the partner has the same kind of body (one motion fits one kind)
+        b = character("train", (ci * 7 + 3) % 1_000_000, cfg, kind=a.body.kind)
         xa = rng.uniform(0.2, 0.3)
         return [(a, ma, xa), (b, ma, xa + 0.5)]
+    b = character("train", (ci * 7 + 3) % 1_000_000, cfg)
     mb = motion("train", (mi * 5 + 1) % 1_000_000, cfg)
     return [(a, ma, rng.uniform(0.15, 0.4)), (b, mb, rng.uniform(0.6, 0.85))]
 
 
+def split_screen(ci: int, mi: int, cfg: WorldConfig, seed: int) -> np.ndarray:
+    """Split-screen duo (ci, mi): uint8 [T, H, 2W, 3], two panels of W, each its own character and
+    background, both performing one motion at the same place of their panel."""
+    rng = np.random.default_rng([seed, ci, mi, 11])
+    a = character("train", ci, cfg)
+    b = character("train", (ci * 7 + 3) % 1_000_000, cfg, kind=a.body.kind)  # one motion fits one kind of body
+    mo, x0 = motion("train", mi, cfg), rng.uniform(0.35, 0.65)
+    return np.concatenate([render_clip(a, mo, cfg, x0).video, render_clip(b, mo, cfg, x0).video], 2)
+
+
 def _prior_item(args):
-    cfgd, ci, mi, wide, sync, seed = args
+    cfgd, ci, mi, wide, sync, split, seed = args
     cfg = WorldConfig(**cfgd)
     if not wide:
         return render_clip(character("train", ci, cfg), motion("train", mi, cfg), cfg).video
+    if np.random.default_rng([seed, ci, mi, 12]).uniform() < split:
+        return split_screen(ci, mi, cfg, seed)
     wcfg = WorldConfig(**{**cfgd, "width": 2 * cfg.width})
     return render_scene(scene_actors(ci, mi, cfg, seed, sync), wcfg).video
 
@@ -85,14 +102,16 @@ def _map(fn, items, workers: int):
 
 
 def prior_set(cfg: WorldConfig, num_clips: int, num_scenes: int, *, num_chars: int, num_motions: int,
-              seed: int = 0, workers: int = 1, sync: float = 0.0) -> dict[str, np.ndarray]:
+              seed: int = 0, workers: int = 1, sync: float = 0.0, split: float = 0.0) -> dict[str, np.ndarray]:
     """{"video": uint8 [N, T, H, W, 3], "wide": uint8 [M, T, H, 2W, 3]} from training characters;
-    a share `sync` of the wide scenes are duos in step (see the module docstring)."""
-    if not 0.0 <= sync <= 1.0:
-        raise ValueError(f"sync: expected a share in [0, 1], got {sync}")
+    a share `split` of the wide scenes are split-screen duos, a share `sync` of the others duos in
+    step in one scene (see the module docstring)."""
+    for name, share in (("sync", sync), ("split", split)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name}: expected a share in [0, 1], got {share}")
     cfgd = asdict(cfg)
     pairs = _pairs(num_clips + num_scenes, seed, num_chars, num_motions)
-    items = [(cfgd, int(c), int(m), i >= num_clips, float(sync), seed) for i, (c, m) in enumerate(pairs)]
+    items = [(cfgd, int(c), int(m), i >= num_clips, float(sync), float(split), seed) for i, (c, m) in enumerate(pairs)]
     out = _map(_prior_item, items, workers)
     empty = lambda w: np.zeros((0, cfg.num_frames, cfg.height, w, 3), np.uint8)  # noqa: E731
     return {"video": np.stack(out[:num_clips]) if num_clips else empty(cfg.width),
