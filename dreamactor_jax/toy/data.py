@@ -1,15 +1,15 @@
 """Toy training sets, rendered in parallel processes: prior videos, and pose-driven clips.
 
 - `prior_set`: what the I2V prior is pretrained on: single characters at W x H and two-person
-  scenes at 2W x H (so the backbone has seen wide frames before it meets the 2W in-context canvas).
-  A share `sync` of the scenes are duos dancing in step (the same motion, the second actor exactly
-  W to the right of the first, different bodies and looks), like the dance-duo videos a real
-  video backbone has seen: they give the stand-in backbone the in-context prior the
-  paper relies on, motion at one place of the frame mirrored at another. A share `split` of the
-  scenes are split-screen duos (`split_screen`): two panels side by side, each with its own
-  background, one motion at the same place of each panel (the side-by-side comparison, tutorial
-  and reaction videos a real backbone has seen). That is the in-context canvas's geometry: a
-  panel to animate beside a panel that shows the motion.
+  videos at 2W x H (so the backbone has seen wide frames before it meets the 2W in-context canvas).
+  A share `split` of them are split-screen duos (`split_screen`): two panels side by side, each
+  with its own character and background, one motion at the same place of each panel (the
+  side-by-side comparison, tutorial and reaction videos a real backbone has seen). That is the
+  in-context canvas's geometry: a panel to animate beside a panel that shows the motion. The
+  others are one scene, a share `sync` of them duos dancing in step (the same motion, the second
+  actor exactly W to the right of the first), like the dance-duo videos a real backbone has seen.
+  Both give the stand-in backbone the in-context prior the paper relies on: motion at one place
+  of the frame mirrored at another.
 - `pose_set`: clips of training characters performing training motions, their pose videos, and
   `aug_copies` pose videos per clip with the paper's pose augmentation (bone-length scaling and
   box normalisation, `dreamactor_jax.pose.augment`), drawn once here so training stays on device.
@@ -48,16 +48,21 @@ def _pairs(n: int, seed: int, num_chars: int, num_motions: int) -> np.ndarray:
     return np.stack([rng.integers(num_chars, size=n), rng.integers(num_motions, size=n)], 1)
 
 
+def _partner(ci: int, cfg: WorldConfig, kind: str | None = None):
+    """The second actor of two-person video `ci` (of body `kind` when given: one motion fits one kind)."""
+    return character("train", (ci * 7 + 3) % 1_000_000, cfg, kind=kind)
+
+
 def scene_actors(ci: int, mi: int, cfg: WorldConfig, seed: int, sync: float):
     """The two actors (character, motion, x in the 2W scene) of wide scene (ci, mi): with
     probability `sync` a duo in step (one motion, the second actor exactly W right of the first)."""
     rng = np.random.default_rng([seed, ci, mi])
     a, ma = character("train", ci, cfg), motion("train", mi, cfg)
-    if rng.uniform() < sync:  # the partner has the same kind of body (one motion fits one kind)
-        b = character("train", (ci * 7 + 3) % 1_000_000, cfg, kind=a.body.kind)
+    if rng.uniform() < sync:
+        b = _partner(ci, cfg, kind=a.body.kind)
         xa = rng.uniform(0.2, 0.3)
         return [(a, ma, xa), (b, ma, xa + 0.5)]
-    b = character("train", (ci * 7 + 3) % 1_000_000, cfg)
+    b = _partner(ci, cfg)
     mb = motion("train", (mi * 5 + 1) % 1_000_000, cfg)
     return [(a, ma, rng.uniform(0.15, 0.4)), (b, mb, rng.uniform(0.6, 0.85))]
 
@@ -67,7 +72,7 @@ def split_screen(ci: int, mi: int, cfg: WorldConfig, seed: int) -> np.ndarray:
     background, both performing one motion at the same place of their panel."""
     rng = np.random.default_rng([seed, ci, mi, 11])
     a = character("train", ci, cfg)
-    b = character("train", (ci * 7 + 3) % 1_000_000, cfg, kind=a.body.kind)  # one motion fits one kind of body
+    b = _partner(ci, cfg, kind=a.body.kind)
     mo, x0 = motion("train", mi, cfg), rng.uniform(0.35, 0.65)
     return np.concatenate([render_clip(a, mo, cfg, x0).video, render_clip(b, mo, cfg, x0).video], 2)
 
@@ -111,7 +116,8 @@ def prior_set(cfg: WorldConfig, num_clips: int, num_scenes: int, *, num_chars: i
             raise ValueError(f"{name}: expected a share in [0, 1], got {share}")
     cfgd = asdict(cfg)
     pairs = _pairs(num_clips + num_scenes, seed, num_chars, num_motions)
-    items = [(cfgd, int(c), int(m), i >= num_clips, float(sync), float(split), seed) for i, (c, m) in enumerate(pairs)]
+    items = [(cfgd, int(c), int(m), i >= num_clips, float(sync), float(split), seed)
+             for i, (c, m) in enumerate(pairs)]
     out = _map(_prior_item, items, workers)
     empty = lambda w: np.zeros((0, cfg.num_frames, cfg.height, w, 3), np.uint8)  # noqa: E731
     return {"video": np.stack(out[:num_clips]) if num_clips else empty(cfg.width),

@@ -89,7 +89,7 @@ def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None
     if pretrain:
         prior_data = toy_data.prior_set(wcfg, int(d.prior_clips), int(d.prior_scenes), num_chars=int(d.num_chars),
                                         num_motions=int(d.num_motions), seed=int(c.seed), workers=int(d.workers),
-                                        sync=float(d.sync_scenes), split=float(d.get("split_scenes", 0.0)))
+                                        sync=float(d.sync_scenes), split=float(d.split_scenes))
     pose_data = toy_data.pose_set(wcfg, int(d.pose_clips), num_chars=int(d.num_chars),
                                   num_motions=int(d.num_motions), aug_copies=int(d.aug_copies),
                                   seed=int(c.seed), workers=int(d.workers))
