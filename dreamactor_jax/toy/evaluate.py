@@ -25,6 +25,7 @@ from dreamactor_jax.toy import metrics as M
 from dreamactor_jax.toy import model as tm
 from dreamactor_jax.toy.data import normalized_pose_video
 from dreamactor_jax.toy.world import CrossCase, WorldConfig
+from dreamactor_jax.train import objective as obj
 
 
 def generate(c, base: dict, lora: dict | None, lc, layout: str, refs: np.ndarray, poses: np.ndarray | None,
@@ -119,8 +120,8 @@ def motion_influence(c, cases: list[CrossCase], base: dict, lora: dict | None, l
     w = tm.loss_weights(layout, tgt.shape)[None]
     out = {}
     for sigma in INFLUENCE_SIGMAS:
-        xt = (1.0 - sigma) * tgt + sigma * noise
-        t = jnp.full((tgt.shape[0],), sigma * 1000.0, jnp.float32)
+        sig = jnp.full((tgt.shape[0],), sigma, jnp.float32)
+        xt, t = obj.add_noise(tgt, noise, sig), obj.timesteps_from_sigmas(sig)
         v1 = model_fn((base, lora), xt, t, {"condition": cond, "mask": mask}).astype(jnp.float32)
         v2 = model_fn((base, lora), xt, t, {"condition": swapped, "mask": mask}).astype(jnp.float32)
         out[f"sigma_{sigma}"] = float(jnp.sqrt(jnp.sum(w * (v1 - v2) ** 2) / jnp.sum(w * v1 ** 2)))

@@ -3,11 +3,12 @@
 The paper fine-tunes a backbone pretrained on huge video data and relies on what that backbone
 already does in context. Here the backbone is the project's MMDiT at small width, trained from
 scratch on toy videos: single characters at W as image-to-video (condition: the first frame, mask
-on frame 0), and two-person scenes at 2W (half of them duos in step, `toy.data`) as image-to-video
-or, for a share `prior.completion` of them, as video completion (one half of the frame given at
-every frame). Video completion with masks is how current video backbones are pretrained for
-editing and extension; on duos it gives the stand-in the in-context ability the paper's recipe
-builds on: move one person the way the person beside them moves. It never sees a pose skeleton.
+on frame 0), and two-person videos at 2W (split-screen duos and one-scene duos, `toy.data`) as
+image-to-video or, for a share `prior.completion` of them, as video completion (one half of the
+frame given at every frame). Video completion with masks is how current video backbones are
+pretrained for editing and extension; on duos it gives the stand-in the in-context ability the
+paper's recipe builds on: animate one panel the way the other panel moves. It never sees a pose
+skeleton.
 Project objective (`dreamactor_jax.train.objective`) and AdamW (`dreamactor_jax.train.optim`); the
 training data stays on the device and batches are drawn there.
 """
@@ -133,11 +134,11 @@ def pretrain_prior(c, data: dict[str, np.ndarray], *, log: Callable[[str], None]
     key = jax.random.PRNGKey(int(c.seed))
     params = mmdit.init_params(cfg, jax.random.fold_in(key, 0)) if init is None else init
     if init is not None:  # another stream of batches and noise than the run that made `init`
-        key = jax.random.fold_in(key, 1 + int(s.get("restart", 1)))
+        key = jax.random.fold_in(key, 1 + int(s.restart))
     log(f"[prior] {tm.count(params):,} parameters; {cfg.num_layers}+{cfg.num_single_layers} blocks, "
         f"hidden {cfg.hidden_size}" + (" (continued from a saved prior)" if init is not None else ""))
     ocfg = optim_config(s)
-    statics = (cfg, tm.text_spec(c.model), flow, ocfg, int(s.batch), float(s.get("completion", 0.0)))
+    statics = (cfg, tm.text_spec(c.model), flow, ocfg, int(s.batch), float(s.completion))
     state = (params, make_optimizer(ocfg).init(params))
     sets = [jnp.asarray(data[k]) for k in ("video", "wide") if len(data[k])]
     step = jitted(prior_step, bool(c.get("fast_compile", False)))
