@@ -180,6 +180,26 @@ def test_prior_round_trips_through_safetensors_and_refuses_another_config(tmp_pa
         load_prior(tmp_path, cfg)
 
 
+def test_demo_end_to_end_writes_scores_ceiling_grid_and_a_report(tmp_path, capsys):
+    """The demo's whole path on the `ci` config (a minute on CPU): every method scored, the exact
+    target scored as the ceiling, the grid written, and the report reads the file."""
+    import json
+
+    from dreamactor_jax.toy import report
+    from dreamactor_jax.toy.demo import run
+
+    run(load_config("ci"), tmp_path, write_video=False, log=lambda m: None)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(m["scores"]) == {"still", "prior", "canvas_no_lora", "pose"}
+    top, still = m["ceiling"], m["scores"]["still"]
+    assert top["psnr"] >= 99 and top["ssim"] > 0.999 and top["kp_err"] < still["kp_err"]
+    assert all(np.isfinite(s["psnr"]) and s["psnr"] < top["psnr"] for s in m["scores"].values())
+    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report.main([str(tmp_path / "metrics.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "exact ground truth" in printed and "bar: not passed" in printed  # one seed: the bar needs two
+
+
 def test_demo_refuses_conflicting_prior_options_before_any_work(tmp_path):
     import subprocess
     import sys

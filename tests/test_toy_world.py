@@ -121,3 +121,13 @@ def test_report_bar_needs_margin_above_seed_spread():
     scores["pose_seed1"] = {**good, "leakage": -0.5}  # a seed far off on leakage: spread beats margin
     ok, lines = bar(scores)
     assert not ok and any("leakage" in x and "FAIL" in x for x in lines)
+    # With the exact target's scores: a baseline already at the metrics' floor cannot be beaten.
+    scores["pose_seed1"] = {**good, "psnr": 23.5, "shape_err": 0.043}
+    ceiling = {**good, "psnr": 100.0, "ssim": 1.0, "kp_err": 0.01, "pck": 0.99, "shape_err": 0.044, "leakage": 0.0}
+    ok, lines = bar(scores, ceiling)
+    assert ok and not any("unattainable" in x for x in lines)
+    scores["still"] = {**base, "shape_err": 0.0455}  # the still is 0.0015 from the floor, the seeds 0.003 apart
+    ok, lines = bar(scores, ceiling)
+    (shape,) = [x for x in lines if x.startswith("bone-length")]
+    assert not ok and "FAIL (unattainable" in shape and sum("unattainable" in x for x in lines) == 1
+    assert "exact ground truth" in table(scores, ceiling)

@@ -11,8 +11,9 @@ A prior can be saved and reused or trained further across runs (a GPU call has a
         --continue-prior --save-prior runs/prior2 --adapters pose
     python -m dreamactor_jax.toy.demo --out runs/c --config gpu --study --prior runs/prior2
 
-Writes into --out: `metrics.json` (scores of every method on held-out cross-identity cases, losses,
-timings, device, config), `grid.png` (rows per case: driving pose, target, still, prior, adapters),
+Writes into --out: `metrics.json` (scores of every method on held-out cross-identity cases, the exact
+target's own scores as `ceiling`, losses, timings, device, config), `grid.png` (rows per case:
+driving pose, target, still, prior, adapters),
 `demo.mp4` (reference | driving pose | generated | ground truth) and `log.txt`.
 """
 
@@ -115,6 +116,9 @@ def run(c, out: Path, *, study: bool = False, write_video: bool = True, log=None
     videos = evaluate_baselines(c, cases, prior)
     times["eval_baselines_s"] = time.time() - t0
     result.update(scores={}, lora={}, times=times)
+    # The exact target scored like every method: what a perfect model would get (the detector's error).
+    result["ceiling"] = score(np.stack([k.target.video for k in cases]), cases, wcfg)
+    log("[eval] exact target (ceiling): " + " ".join(f"{k} {x:.4f}" for k, x in result["ceiling"].items()))
     # Does each model read its motion input? (toy.evaluate.motion_influence; ~0 = ignores it)
     result["motion_influence"] = {"canvas_no_lora": motion_influence(c, cases, prior, None, None)}
 
