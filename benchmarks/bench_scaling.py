@@ -12,6 +12,8 @@ I2V-33ch backbone at full width (bf16, cuDNN attention, random weights), one in-
         --meshes "sequence=1;sequence=2;sequence=4;sequence=8" --fit-mesh "sequence=8" --out /tmp/scaling
     # 1 GPU only (baseline at reduced depth, and the sequence-parallel cuDNN compile check):
     python benchmarks/bench_scaling.py --meshes "sequence=1" --layers 1,1 --check-sp --out /tmp/scaling
+    # both sequence-parallel methods over 2 GPUs against one-device attention (no timing):
+    python benchmarks/bench_scaling.py --meshes "" --check-sp --check-sp-devices 2 --out /tmp/sp2
 
 Figures: step time (median after a warm-up), tokens/s, efficiency = (tokens/s on n) / (n x tokens/s
 on the first case, scaled by its device count), peak memory per device, model FLOP utilisation
@@ -161,9 +163,9 @@ def run_case(case: dict) -> dict:
     return out
 
 
-def check_sequence_parallel(tiny: bool) -> dict:
-    """The sequence-parallel code path on a one-device mesh (sequence=1) with the cuDNN kernel
-    equals plain cuDNN attention, and is within bf16 error of fp32 XLA attention."""
+def check_sequence_parallel(tiny: bool, n_seq: int = 1) -> dict:
+    """Both sequence-parallel methods on a mesh of `n_seq` devices (sequence=n_seq) with the cuDNN
+    kernel against plain one-device cuDNN attention (bf16 level) and fp32 XLA attention."""
     import jax
     import jax.numpy as jnp
 
@@ -176,7 +178,9 @@ def check_sequence_parallel(tiny: bool) -> dict:
     ks = jax.random.split(jax.random.key(0), 3)
     q, k, v = (jax.random.normal(kk, (b, s, n, d), jnp.float32) for kk in ks)
     lens = jnp.array([s - 100 if s > 100 else s - 5])
-    mesh = sharding.make_mesh({"fsdp": 1, "sequence": 1}, devices=jax.devices()[:1])
+    if len(jax.devices()) < n_seq:
+        return {"check_sp": f"needs {n_seq} devices, have {len(jax.devices())}", "error": "devices"}
+    mesh = sharding.make_mesh({"fsdp": 1, "sequence": n_seq}, devices=jax.devices()[:n_seq])
     out = {}
     for method in ("ulysses", "ring"):
         f = jax.jit(lambda q, k, v: sp.sequence_parallel_attention(q, k, v, mesh=mesh, kv_lengths=lens, impl=impl, method=method))
@@ -185,7 +189,7 @@ def check_sequence_parallel(tiny: bool) -> dict:
         ref = jax.jit(lambda q, k, v: attention(q, k, v, kv_lengths=lens, impl="xla"))(q, k, v)
         rel = lambda a, r: float(jnp.max(jnp.abs(a - r)) / jnp.max(jnp.abs(r)))
         out[method] = {"vs_plain_same_kernel": rel(got, plain.astype(jnp.float32)), "vs_fp32_xla": rel(got, ref)}
-    return {"check_sp": out, "impl": impl, "shape": [b, s, n, d]}
+    return {"check_sp": out, "impl": impl, "shape": [b, s, n, d], "sequence_devices": n_seq}
 
 
 # ------------------------------------------------------------------------------ driver
@@ -231,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit-mesh", default=None, help="also run the full model at --fit-size x --frames on this mesh")
     ap.add_argument("--fit-size", default="720x1280")
     ap.add_argument("--fit-steps", type=int, default=1, help="timed steps of the fit case (0: only the first step)")
-    ap.add_argument("--check-sp", action="store_true", help="check the sequence-parallel path with cuDNN on a 1-device mesh")
+    ap.add_argument("--check-sp", action="store_true", help="check both sequence-parallel methods with cuDNN")
+    ap.add_argument("--check-sp-devices", type=int, default=1, help="devices on the sequence axis of that check")
     ap.add_argument("--tiny", action="store_true", help="tiny config (CPU smoke test)")
     ap.add_argument("--out", default=None, help="folder for results.json and table.md")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -239,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.child:
         case = json.loads(args.child)
-        res = check_sequence_parallel(case["tiny"]) if case.get("check_sp") else run_case(case)
+        res = (check_sequence_parallel(case["tiny"], case.get("sp_devices", 1)) if case.get("check_sp")
+               else run_case(case))
         print("RESULT " + json.dumps(res), flush=True)
         return 0
 
@@ -262,19 +268,21 @@ def main(argv: list[str] | None = None) -> int:
 
     rows, extra = [], {}
     if args.check_sp:
-        extra = _spawn({"check_sp": True, "tiny": args.tiny, "label": "check_sp"})
+        extra = _spawn({"check_sp": True, "tiny": args.tiny, "label": "check_sp", "sp_devices": args.check_sp_devices})
         print(json.dumps(extra), flush=True)
     for case in cases:
         r = _spawn(case)
         print(json.dumps(r), flush=True)
         rows.append(r)
-    table = _table(rows)
-    print(table)
+    table = _table(rows) if rows else ""
+    if rows:
+        print(table)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         write_text_atomic(os.path.join(args.out, "results.json"), json.dumps({"cases": rows, "check_sp": extra}, indent=1))
         write_text_atomic(os.path.join(args.out, "table.md"), table + "\n")
-    return 0 if all("error" not in r or r.get("fits") is False for r in rows) else 1
+    cases_ok = all("error" not in r or r.get("fits") is False for r in rows)
+    return 0 if cases_ok and "error" not in extra else 1
 
 
 if __name__ == "__main__":
