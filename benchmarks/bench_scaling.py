@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.steps < 0 or args.fit_steps < 0:
         raise ValueError(f"--steps / --fit-steps: expected >= 0, got {args.steps} / {args.fit_steps}")
+    if args.check_sp_devices < 1:
+        raise ValueError(f"--check-sp-devices: expected >= 1, got {args.check_sp_devices}")
     if args.frames < 1 or (args.frames - 1) % 4:
         raise ValueError(f"--frames: expected 4k+1 frames, got {args.frames}")
     size, fit_size = _parse_size(args.size), _parse_size(args.fit_size)
