@@ -56,8 +56,9 @@ def get_config(arg=None):
     c.objective = ConfigDict(dict(sampling="uniform", shift=1.0))
     # completion: the share of wide-scene samples pretrained as video completion (toy.pretrain);
     # restart: which continuation of a saved prior this is (--continue-prior; each draws other batches).
+    # devices: data parallel over this many devices (batch split; toy.pretrain.data_parallel).
     c.prior = ConfigDict(dict(steps=4000, batch=128, lr=5e-4, weight_decay=0.01, warmup=200, completion=0.5,
-                              restart=1))
+                              restart=1, devices=1))
     lora_common = dict(rank=64, alpha=64.0, steps=2000, batch=64, lr=1e-3, weight_decay=0.01, warmup=100)
     c.lora = _lora("pose", **lora_common)
     # The study (--study): two seeds of the paper's model G and the Table 2 ablations A and D.
@@ -74,6 +75,7 @@ def get_config(arg=None):
         # 18,000 prior steps (~18 min on one H100, ~59 ms/step) + 2,000 LoRA steps (~1.5 min): the
         # prior of docs/results.md was trained as this many steps in four warm-restarted parts
         # (the device's 10-minute calls: --prior DIR --continue-prior); one run does it in one go.
+        # On two GPUs add prior.devices=2 (data parallel: ~8.5 min on two H200s, docs/benchmarks.md).
         c.prior.steps = 18000
         c.data.workers = 16
         c.model.attention_impl = "auto"  # cuDNN flash attention: the xla path holds [B, heads, L, L] scores

@@ -10,7 +10,9 @@ pretrained for editing and extension; on duos it gives the stand-in the in-conte
 paper's recipe builds on: animate one panel the way the other panel moves. It never sees a pose
 skeleton.
 Project objective (`dreamactor_jax.train.objective`) and AdamW (`dreamactor_jax.train.optim`); the
-training data stays on the device and batches are drawn there.
+training data stays on the device and batches are drawn there. `prior.devices` > 1 trains data
+parallel over that many devices (parameters and data replicated, each batch split; the same
+numbers as one device up to summation order).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from dreamactor_jax.models import mmdit
 from dreamactor_jax.toy import autoencoder as ae
@@ -104,14 +107,16 @@ def prior_step(state, clips, key, statics):
     Narrow clips train image-to-video (frame 0 given); wide scenes (W > H) also, for a share
     `completion` of their samples, video completion (`completion_masks`). The condition is always
     the target latent where the mask is 1, zero elsewhere (the I2V backbone's convention).
-    `statics` = (MMDiTConfig, text spec, FlowConfig, OptimConfig, batch, completion share): hashable,
-    so every call with the same settings reuses one compiled program.
+    `statics` = (MMDiTConfig, text spec, FlowConfig, OptimConfig, batch, completion share, batch
+    sharding or None): hashable, so every call with the same settings reuses one compiled program.
     """
-    cfg, spec, flow, ocfg, batch, completion = statics
+    cfg, spec, flow, ocfg, batch, completion, split = statics
     params, opt_state = state
     ki, kl, km = jax.random.split(key, 3)
     idx = jax.random.randint(ki, (batch,), 0, clips.shape[0])
     video = ae.to_pixels(clips[idx])
+    if split is not None:  # data parallel: the batch split over the devices, the rest follows it
+        video = jax.lax.with_sharding_constraint(video, split)
     tgt, cond, mask = tm.build("i2v", video, None, video[:, 0])
     if completion > 0 and video.shape[3] > video.shape[2]:
         mask = completion_masks(km, batch, *tgt.shape[1:4], completion)
@@ -120,6 +125,19 @@ def prior_step(state, clips, key, statics):
         lambda p: flow_step_loss(p, None, cfg, None, spec, "i2v", tgt, cond, mask, kl, flow))(params)
     updates, opt_state = make_optimizer(ocfg).update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss
+
+
+def data_parallel(n: int, batch: int) -> tuple[object, NamedSharding | None]:
+    """(placement of parameters and data, sharding of a batch) for `n` devices: replicated over a
+    1-D mesh and split along the batch; for n == 1 the default device and no split."""
+    if n < 1 or n > jax.device_count():
+        raise ValueError(f"prior.devices: expected 1..{jax.device_count()} (the devices present), got {n}")
+    if batch % n:
+        raise ValueError(f"prior.batch: {batch} does not split over prior.devices={n}")
+    if n == 1:
+        return jax.devices()[0], None
+    mesh = Mesh(np.array(jax.devices()[:n]), ("data",))
+    return NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
 
 def pretrain_prior(c, data: dict[str, np.ndarray], *, log: Callable[[str], None] = print, init: dict | None = None):
@@ -138,9 +156,10 @@ def pretrain_prior(c, data: dict[str, np.ndarray], *, log: Callable[[str], None]
     log(f"[prior] {tm.count(params):,} parameters; {cfg.num_layers}+{cfg.num_single_layers} blocks, "
         f"hidden {cfg.hidden_size}" + (" (continued from a saved prior)" if init is not None else ""))
     ocfg = optim_config(s)
-    statics = (cfg, tm.text_spec(c.model), flow, ocfg, int(s.batch), float(s.completion))
-    state = (params, make_optimizer(ocfg).init(params))
-    sets = [jnp.asarray(data[k]) for k in ("video", "wide") if len(data[k])]
+    replicated, split = data_parallel(int(s.get("devices", 1)), int(s.batch))
+    statics = (cfg, tm.text_spec(c.model), flow, ocfg, int(s.batch), float(s.completion), split)
+    state = jax.device_put((params, make_optimizer(ocfg).init(params)), replicated)
+    sets = [jax.device_put(data[k], replicated) for k in ("video", "wide") if len(data[k])]
     step = jitted(prior_step, bool(c.get("fast_compile", False)))
     fns = [functools.partial(step, clips=x, statics=statics) for x in sets]
     t0 = time.time()
