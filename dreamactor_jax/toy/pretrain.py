@@ -141,7 +141,8 @@ def data_parallel(n: int, batch: int) -> tuple[object, NamedSharding | None]:
 
 
 def pretrain_prior(c, data: dict[str, np.ndarray], *, log: Callable[[str], None] = print, init: dict | None = None):
-    """Trains the prior on `data` (from `toy.data.prior_set`); returns (params, losses, seconds).
+    """Trains the prior on `data` (from `toy.data.prior_set`); returns (params on the first device,
+    losses, seconds).
 
     `init`: parameters to continue from (a prior saved by an earlier run) instead of a fresh
     initialisation; the optimiser starts afresh (warm-up and cosine over `prior.steps` again), so a
@@ -165,7 +166,8 @@ def pretrain_prior(c, data: dict[str, np.ndarray], *, log: Callable[[str], None]
     t0 = time.time()
     (params, _), losses = run_steps(fns, state, int(s.steps), jax.random.fold_in(key, 1),
                                     log_every=int(c.log_every), log=log, name="prior")
-    return params, losses, time.time() - t0
+    # Back on one device: the adapter, sampler and evaluation that follow run there.
+    return jax.device_put(params, jax.devices()[0]), losses, time.time() - t0
 
 
 def _leaf_name(path) -> str:
