@@ -157,10 +157,10 @@ def pretrain_prior(c, data: dict[str, np.ndarray], *, log: Callable[[str], None]
     log(f"[prior] {tm.count(params):,} parameters; {cfg.num_layers}+{cfg.num_single_layers} blocks, "
         f"hidden {cfg.hidden_size}" + (" (continued from a saved prior)" if init is not None else ""))
     ocfg = optim_config(s)
-    replicated, split = data_parallel(int(s.get("devices", 1)), int(s.batch))
+    placement, split = data_parallel(int(s.devices), int(s.batch))
     statics = (cfg, tm.text_spec(c.model), flow, ocfg, int(s.batch), float(s.completion), split)
-    state = jax.device_put((params, make_optimizer(ocfg).init(params)), replicated)
-    sets = [jax.device_put(data[k], replicated) for k in ("video", "wide") if len(data[k])]
+    state = jax.device_put((params, make_optimizer(ocfg).init(params)), placement)
+    sets = [jax.device_put(data[k], placement) for k in ("video", "wide") if len(data[k])]
     step = jitted(prior_step, bool(c.get("fast_compile", False)))
     fns = [functools.partial(step, clips=x, statics=statics) for x in sets]
     t0 = time.time()
