@@ -28,8 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from dreamactor_jax import sharding
 from dreamactor_jax.models import mmdit
 from dreamactor_jax.toy import autoencoder as ae
 from dreamactor_jax.toy import model as tm
@@ -128,15 +129,15 @@ def prior_step(state, clips, key, statics):
 
 
 def data_parallel(n: int, batch: int) -> tuple[object, NamedSharding | None]:
-    """(placement of parameters and data, sharding of a batch) for `n` devices: replicated over a
-    1-D mesh and split along the batch; for n == 1 the default device and no split."""
+    """(placement of parameters and data, sharding of a batch) for `n` devices: replicated over the
+    project's mesh with data=n and split along the batch; for n == 1 the default device and no split."""
     if n < 1 or n > jax.device_count():
         raise ValueError(f"prior.devices: expected 1..{jax.device_count()} (the devices present), got {n}")
     if batch % n:
         raise ValueError(f"prior.batch: {batch} does not split over prior.devices={n}")
     if n == 1:
         return jax.devices()[0], None
-    mesh = Mesh(np.array(jax.devices()[:n]), ("data",))
+    mesh = sharding.make_mesh({"data": n, "fsdp": 1}, devices=jax.devices()[:n])
     return NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
 
