@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     model = generator.PoseModel(args.checkpoint, args.text_embeddings, base=args.base, vae=args.vae, settings=sampler)
     print(f"{len(sources)} source videos, {len(pool)} references; shard {shard[0]}/{shard[1]}; units of "
           f"{settings.frames} frames at {settings.fps:g} fps, {settings.height}x{settings.width}; pose model "
-          f"step {model.fingerprint['step']} of {args.checkpoint}", file=sys.stderr)
+          f"step {model.describe()['checkpoint']['step']} of {args.checkpoint}", file=sys.stderr)
 
     report = synthesize.run(sources, pool, args.output, settings, generate=model, estimator=estimator,
                             shard=shard, progress=not args.quiet)
