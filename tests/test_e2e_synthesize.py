@@ -202,3 +202,26 @@ def test_cli_counts_skips_and_fails_only_when_nothing_is_made(inputs, tmp_path, 
         lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
         assert len(lines) == 1 and needle in lines[0], lines
     assert not (tmp_path / "x").exists() or not units.list_units(tmp_path / "x")
+
+
+ASSETS = ROOT.parent / "shared" / "assets"
+
+
+@pytest.mark.skipif(not (ASSETS / "mtv-00001.mp4").exists(), reason="../shared/assets not present")
+def test_real_videos_through_mediapipe(tmp_path):
+    """A real dancer (phone video, 30 fps) and an RGBA anime reference through the real pose
+    estimator; a skeleton video has no person in it and is skipped as such."""
+    pytest.importorskip("mediapipe")
+    from dreamactor_jax.pose.extract import looks_like_pose_video, make_estimator
+
+    sources = [plan.Source(n, ASSETS / f"{n}.mp4", n) for n in ("mtv-00001", "anyone-video-2_kps")]
+    pool = [plan.Reference("anyone-1", ASSETS / "anyone-1.png", "anyone-1", ("anime",))]
+    s = synthesize.SynthSettings(frames=9, fps=8.0, height=192, width=128)
+    rep = synthesize.run(sources, pool, tmp_path, s, generate=FakePoseModel(),
+                         estimator=make_estimator("mediapipe", video=True), progress=False)
+    assert rep.written == 1 and dict(rep.skipped) == {"no person found": ["anyone-video-2_kps-u000"]}
+    (u,) = units.list_units(tmp_path)
+    assert u.meta["pose"]["frames_with_person"] >= 8 and u.meta["source"]["source_fps"] == pytest.approx(30, abs=0.1)
+    pose = media.read_video(u.pose)
+    assert pose.shape == (9, 192, 128, 3) and looks_like_pose_video(pose)
+    assert np.asarray(Image.open(u.reference)).shape == (192, 128, 3)  # RGBA composited, cropped to the panel
