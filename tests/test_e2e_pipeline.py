@@ -226,3 +226,7 @@ def test_warm_start_from_an_adapter_of_another_shape_is_one_line(world, tmp_path
     msg = str(e.value)
     assert "\n" not in msg and "init_lora" in msg and "lora.rank: checkpoint 4 vs run 8" in msg
     assert not list((tmp_path / "bad").glob("checkpoints/*/state"))
+    c = _config("e2e", root, 1, init_lora=str(root / "pose"),
+                **{"lora.targets": (r"transformer_blocks\.ff\.net\.0\.proj", r"transformer_blocks\.ff\.net\.2")})
+    with pytest.raises(ValueError, match=r"init_lora .*lora.targets: checkpoint"):
+        train(c, tmp_path / "bad2")

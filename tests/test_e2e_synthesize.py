@@ -121,6 +121,9 @@ def test_other_settings_or_model_in_the_same_output_are_refused(inputs, tmp_path
         _run(inputs, tmp_path, settings=synthesize.SynthSettings(**{**SETTINGS.__dict__, "frames": 5}))
     with pytest.raises(ValueError, match="state_blake2b"):
         _run(inputs, tmp_path, model=FakePoseModel(tag="another-checkpoint"))
+    (tmp_path / "synthesis.json").write_text("{truncated")
+    with pytest.raises(ValueError, match="synthesis.json is damaged"):
+        _run(inputs, tmp_path)
     for bad, msg in (({"frames": 10}, "4k \\+ 1"), ({"height": 40}, "multiple of 16"), ({"min_person": 2.0}, "fraction")):
         with pytest.raises(ValueError, match=msg):
             synthesize.SynthSettings(**bad)

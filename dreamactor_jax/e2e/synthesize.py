@@ -185,7 +185,12 @@ def check_output(out: Path, settings: SynthSettings, generator: dict) -> None:
     want = {"settings": settings.identity(), "generator": generator}
     f = out / SETTINGS_FILE
     if f.is_file():
-        have = json.loads(f.read_text())
+        try:
+            have = json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            have = None
+        if not isinstance(have, dict) or not all(isinstance(have.get(k, {}), dict) for k in want):
+            raise ValueError(f"--output {out}: {SETTINGS_FILE} is damaged; restore it or use another --output")
         diffs = [f"{k}.{kk}: {have.get(k, {}).get(kk)!r} there vs {want[k].get(kk)!r} now"
                  for k in want for kk in sorted(set(want[k]) | set(have.get(k, {})))
                  if have.get(k, {}).get(kk) != want[k].get(kk)]
