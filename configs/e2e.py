@@ -1,10 +1,14 @@
 """End-to-end DreamActor-M2: the same in-context LoRA recipe, driven by raw video frames (sec. 3.4).
 
-The canvas' right half is the driving clip itself (a pseudo-pair's motion video) instead of a
-rendered skeleton; training warm-starts from a pose LoRA checkpoint (`init_lora`) as the paper does.
-Pose augmentation does not apply; text guidance stays on.
+The canvas' right half is the driving clip itself (a pseudo-pair's motion video V_o) instead of a
+rendered skeleton, the target is the source video V_src and the reference its first frame (Eq. 4).
+Training warm-starts from a pose LoRA checkpoint (`init_lora`: its adapter only; fresh optimizer,
+step 0; an adapter of another backbone or LoRA shape is refused) as the paper does. Pose
+augmentation does not apply; text guidance stays on. The pairs come from tools/synthesize_pairs.py
+and tools/filter_pairs.py (docs/e2e.md):
 
-    python tools/preprocess.py --config configs/e2e.py --input pairs.jsonl --output shards-e2e/
+    python tools/preprocess.py --config configs/e2e.py --input pairs.jsonl --output shards-e2e/ \
+        --text_embeddings text-e2e.safetensors --config.preprocess.vae_checkpoint=ckpt/vae
     python launch/train.py --config configs/e2e.py --workdir runs/e2e \
         --config.base_checkpoint=ckpt/hunyuan-i2v-33ch --config.data.shards=shards-e2e/ \
         --config.init_lora=runs/pose

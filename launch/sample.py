@@ -8,7 +8,7 @@
 The motion signal follows the checkpoint's config: a pose checkpoint turns `--driving` into
 rendered skeletons (every person found; `--retarget` gives them the reference's bone lengths) or
 takes an already rendered `--pose` video; an end-to-end checkpoint takes the raw `--driving`
-frames. `--checkpoint` is a training run (`launch/train.py --workdir`); the converted base and VAE
+frames (`--raw` asks for that explicitly, and a pose checkpoint refuses it). `--checkpoint` is a training run (`launch/train.py --workdir`); the converted base and VAE
 it was trained on are read from its config (or `--base` / `--vae`), and the adapter is merged once.
 Without a usable checkpoint nothing is generated (never from random weights).
 
@@ -63,6 +63,8 @@ def parse_args(argv):
     p.add_argument("--segment-frames", type=int, default=121, help="frames per segment (4k + 1)")
     p.add_argument("--overlap", type=int, default=5, help="frames carried into the next segment (4j + 1)")
     p.add_argument("--retarget", action="store_true", help="pose mode: the reference's bone lengths")
+    p.add_argument("--raw", action="store_true",
+                   help="--driving drives as raw frames, no pose extraction (end-to-end checkpoints only, their default)")
     p.add_argument("--pose-estimator", default="mediapipe", choices=("mediapipe", "dwpose"))
     p.add_argument("--det-model", help="DWPose detector ONNX (yolox_l.onnx)")
     p.add_argument("--pose-model", help="DWPose whole-body ONNX (dw-ll_ucoco_384.onnx)")
@@ -136,6 +138,9 @@ def main(argv=None) -> int:
     variant = train_cfg.get("variant", "pose")
     if variant == "e2e" and args.pose:
         raise ValueError(f"--pose: checkpoint {args.checkpoint} was trained end-to-end on raw frames; pass --driving")
+    if args.raw and variant != "e2e":
+        raise ValueError(f"--raw: checkpoint {args.checkpoint} is a {variant} checkpoint, trained on rendered "
+                         "skeletons; drop --raw to extract poses from --driving, or use an end-to-end checkpoint")
 
     # ---------------- inputs (cheap, checked before the weights are read) ----------------
     from dreamactor_jax import media

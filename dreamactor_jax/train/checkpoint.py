@@ -90,7 +90,8 @@ class Checkpointer:
 def restore_lora(directory: str | Path, fingerprint: Mapping, shardings: Any = None) -> Any:
     """The adapter of the latest checkpoint in `directory` (a workdir or its `checkpoints/`): warm start.
 
-    The fingerprint must match (same backbone and LoRA shape); optimizer state and step are not taken.
+    The fingerprint must match (same backbone and LoRA shape and targets), else a one-line
+    ValueError naming the differences; optimizer state and step are not taken.
     """
     d = Path(directory)
     if (d / "checkpoints").is_dir():
@@ -98,12 +99,18 @@ def restore_lora(directory: str | Path, fingerprint: Mapping, shardings: Any = N
     if not d.is_dir():
         raise FileNotFoundError(f"init_lora {directory}: no such checkpoint folder")
     ck = Checkpointer(d, fingerprint, async_save=False)
-    step = ck.latest_step()
-    if step is None:
-        raise ValueError(f"init_lora {directory}: holds no checkpoint")
-    ck.check_compatible(step)
-    state = ck.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
-    ck.close()
+    try:
+        step = ck.latest_step()
+        if step is None:
+            raise ValueError(f"init_lora {directory}: holds no checkpoint")
+        meta = ck.mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        diffs = diff_fingerprints(json_normal(meta.get("fingerprint", {})), json_normal(fingerprint))
+        if diffs:
+            raise ValueError(f"init_lora {directory}: its adapter (step {step}) does not fit this run "
+                             f"({'; '.join(diffs[:3])}); warm-start from a run with the same model and lora settings")
+        state = ck.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+    finally:
+        ck.close()
     lora = state["lora"]
     if shardings is not None:
         lora = jax.device_put(lora, shardings)

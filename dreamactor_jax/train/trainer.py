@@ -111,7 +111,11 @@ def train(config, workdir: str | Path, *, stop_after: int | None = None,
         warm = None
         if config.init_lora:
             warm = restore_lora(config.init_lora, fp, state_sh["lora"])
-            log.info("adapter warm-started from %s", config.init_lora)
+            log.info("adapter warm-started from %s (its weights only: fresh optimizer state, step 0)",
+                     config.init_lora)
+        elif config.get("variant") == "e2e":
+            log.warning("no init_lora: the end-to-end adapter starts from zero (the paper warm-starts it "
+                        "from a pose run: --config.init_lora=runs/pose)")
         state = st.init_state(spec, k_state, mesh, lora=warm, fast_compile=config.train.fast_compile)
     step = int(jax.device_get(state["step"]))
     last_saved = resumed_from
