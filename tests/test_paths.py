@@ -145,3 +145,15 @@ def test_checkpointer_takes_a_uri(tmp_path):
     back = ck.restore(state)
     ck.close()
     np.testing.assert_array_equal(np.asarray(back["lora"]["a"]), np.arange(6.0).reshape(2, 3))
+
+
+def test_video_output_to_gs(fake_gcs, tmp_path):
+    """The sampler's --output: write_video encodes locally, then uploads the finished mp4."""
+    from dreamactor_jax import media
+
+    frames = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    media.write_video("gs://bucket/out/clip.mp4", frames, 8.0)
+    media.write_video(tmp_path / "clip.mp4", frames, 8.0)
+    data = fake_gcs.cat_file("gs://bucket/out/clip.mp4")
+    assert len(data) > 100 and data[4:8] == b"ftyp"
+    assert len(data) == (tmp_path / "clip.mp4").stat().st_size
