@@ -17,8 +17,8 @@ multiple of 128 (q.k and the valid output columns are unchanged; the scale uses 
 Off a TPU the kernel runs in Pallas interpret mode (slow; it is what the CPU tests exercise).
 
 Import path: `jax.experimental.pallas.ops.tpu.splash_attention` holds the kernel in every jax from
-0.4.25 to 0.11.1 (the file is identical in 0.10.2 and 0.11.x); its `interpret=` argument exists
-from jax 0.5.0, which `pyproject.toml`'s `jax>=0.10` already implies. `SPLASH_MODULE` is the one
+0.4.25 to 0.11.1 (identical in 0.10.2, 0.11.0 and 0.11.1; later ones not read); its `interpret=`
+argument exists from jax 0.5.0, below `pyproject.toml`'s `jax>=0.10`. `SPLASH_MODULE` is the one
 name to change if the kernel moves.
 """
 
