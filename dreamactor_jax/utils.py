@@ -86,7 +86,6 @@ def _atomic_remote(dest, suffix: str | None) -> Iterator[Path]:
                              "write its files one by one")
         if not tmp.is_file():
             raise FileNotFoundError(f"{dest}: the writer produced no file")
-        dest.parent.mkdir(parents=True, exist_ok=True)  # no-op on object stores, kept for local stand-ins
         with open(tmp, "rb") as src:
             out = dest.open("wb")
             try:
