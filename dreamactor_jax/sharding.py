@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
@@ -20,6 +21,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "sequence", "tensor")
+log = logging.getLogger("dreamactor_jax.sharding")
 
 # logical axis -> mesh axes (a tuple shards over several mesh axes; None replicates)
 RULES: tuple[tuple[str, Any], ...] = (
@@ -81,19 +83,81 @@ class MeshConfig:
         return tuple(sizes)
 
 
-def make_mesh(cfg: MeshConfig | Mapping[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 4-axis mesh (data, fsdp, sequence, tensor) over `devices` (default: all)."""
+def make_mesh(cfg: MeshConfig | Mapping[str, int] | None = None, devices: Sequence[jax.Device] | None = None,
+              *, dcn_axis: str = "auto") -> Mesh:
+    """A 4-axis mesh (data, fsdp, sequence, tensor) over `devices` (default: all); see `device_grid`."""
     if cfg is None:
         cfg = MeshConfig()
     elif not isinstance(cfg, MeshConfig):
         cfg = MeshConfig.from_mapping(cfg)
     devices = list(jax.devices() if devices is None else devices)
-    sizes = cfg.sizes(len(devices))
-    try:
-        arr = mesh_utils.create_device_mesh(sizes, devices=devices)
-    except Exception:  # odd topologies / CPU: plain row-major order
-        arr = np.asarray(devices, dtype=object).reshape(sizes)
-    return Mesh(arr, MESH_AXES)
+    return Mesh(device_grid(cfg.sizes(len(devices)), devices, dcn_axis=dcn_axis), MESH_AXES)
+
+
+def granules(devices: Sequence[Any]) -> tuple[str | None, int]:
+    """(attribute, count) of the slow-network units the devices span.
+
+    TPU slices (`slice_index`, set on multislice TPU; also NVLink domains on GPU); else, on GPU,
+    hosts (`process_index`: InfiniBand/Ethernet between nodes, NVLink inside one). (None, 1) when
+    everything is one fast network (one slice, one host, CPU).
+    """
+    slices = {getattr(d, "slice_index", None) for d in devices}
+    if None not in slices and len(slices) > 1:
+        return "slice_index", len(slices)
+    hosts = {getattr(d, "process_index", 0) for d in devices}
+    if devices and devices[0].platform == "gpu" and len(hosts) > 1:
+        return "process_index", len(hosts)
+    return None, 1
+
+
+def device_grid(sizes: Sequence[int], devices: Sequence[Any], *, dcn_axis: str = "auto") -> np.ndarray:
+    """The devices arranged as a (data, fsdp, sequence, tensor) array for `Mesh`, by the topology.
+
+    MESH_AXES are ordered by increasing traffic (data: one gradient all-reduce per step; fsdp: a
+    weight all-gather per layer; sequence: four all-to-alls per attention; tensor: collectives in
+    every matmul), which is the order `mesh_utils.create_device_mesh` expects: it maps the last axes
+    onto the best-connected chips of a TPU torus. Over several slices (or GPU hosts, see
+    `granules`) the mesh is hybrid (`create_hybrid_device_mesh`): one axis, `dcn_axis`, spans the
+    slices over the data-centre network and every other axis stays inside a slice. "auto" puts the
+    slices on `data` when its size divides by the slice count, else on `fsdp` (the FSDP all-gathers
+    then cross DCN: prefer data). Sequence and tensor never cross slices.
+    Other platforms, or a shape the torus cannot take, get the devices in id order.
+    """
+    sizes = tuple(int(s) for s in sizes)
+    if len(sizes) != len(MESH_AXES) or math.prod(sizes) != len(devices):
+        raise ValueError(f"mesh: sizes {sizes} do not fit {len(devices)} devices over axes {MESH_AXES}")
+    attr, n = granules(devices)
+    if n > 1:
+        if dcn_axis == "auto":
+            dcn_axis = next((a for a in ("data", "fsdp") if sizes[MESH_AXES.index(a)] % n == 0), "")
+        if dcn_axis not in ("data", "fsdp") or sizes[MESH_AXES.index(dcn_axis)] % n:
+            raise ValueError(
+                f"mesh {dict(zip(MESH_AXES, sizes))}: the devices span {n} slices/hosts ({attr}); the "
+                f"data or fsdp axis must divide by {n} (dcn_axis={dcn_axis or 'auto'})")
+        i = MESH_AXES.index(dcn_axis)
+        ici = tuple(s // n if j == i else s for j, s in enumerate(sizes))
+        dcn = tuple(n if j == i else 1 for j in range(len(sizes)))
+        return mesh_utils.create_hybrid_device_mesh(
+            ici, dcn, devices, process_is_granule=attr == "process_index", allow_split_physical_axes=True)
+    if dcn_axis not in ("auto", "data", "fsdp"):
+        raise ValueError(f"mesh: dcn_axis expected auto, data or fsdp; got {dcn_axis!r}")
+    if devices[0].platform == "tpu":
+        try:
+            return mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
+        except (ValueError, AssertionError, NotImplementedError) as e:
+            log.warning("mesh %s: no topology-aware layout (%s); devices in id order", sizes, e)
+    return np.asarray(sorted(devices, key=lambda d: d.id), dtype=object).reshape(sizes)
+
+
+def describe(mesh: Mesh) -> str:
+    """One line for the logs: axis sizes, device kind and count, slices/hosts, this process's share."""
+    devices = list(mesh.devices.flat)
+    attr, n = granules(devices)
+    local = [d for d in devices if d.process_index == jax.process_index()]
+    axes = " ".join(f"{a}={s}" for a, s in mesh.shape.items())
+    span = f", {n} {'slices' if attr == 'slice_index' else 'hosts'} over DCN" if n > 1 else ""
+    return (f"mesh {axes}: {len(devices)} x {devices[0].device_kind}{span}; process {jax.process_index()} "
+            f"of {jax.process_count()} holds {len(local)} devices")
 
 
 # ----------------------------------------------------------------------------------------------

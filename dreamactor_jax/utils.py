@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file output and one-line errors for command-line tools."""
+"""Small shared helpers: local or cloud-storage paths, atomic file output, one-line errors for command-line tools."""
 
 from __future__ import annotations
 
@@ -11,14 +11,53 @@ from pathlib import Path
 from typing import Iterator
 
 
+# ----------------------------------------------------------------------------------------------
+# paths: local, or on an object store (gs://, s3://, ...) through etils.epath
+# ----------------------------------------------------------------------------------------------
+
+REMOTE_SCHEMES = ("gs://", "s3://", "az://", "hf://")
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    """True for object-store URIs (gs://, s3://, az://, hf://)."""
+    return str(path).startswith(REMOTE_SCHEMES)
+
+
+def as_path(path: str | os.PathLike):
+    """A path object for a local path (`pathlib.Path`, `file://` stripped) or a remote URI
+    (`etils.epath.Path`: same pathlib API; gs:// needs `gcsfs` or TensorFlow installed)."""
+    if is_remote(path):
+        from etils import epath
+
+        return epath.Path(str(path))
+    text = os.fspath(path)
+    return Path(text[len("file://"):] if text.startswith("file://") else text)
+
+
+def resolve_path(path: str | os.PathLike):
+    """`as_path`, made absolute when local (a run folder must not depend on the working directory)."""
+    p = as_path(path)
+    return p if is_remote(p) else p.absolute()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
-    """Yields a temporary path next to `path`; renames it onto `path` only if the block succeeds.
+    """Yields a local temporary path; on success it becomes `path` all at once, on failure it goes.
 
-    Works for files and folders. Nothing is left behind on failure, so a reader never sees a
-    half-written output. `suffix` (e.g. ".mp4") keeps the extension for writers that sniff it.
+    A reader never sees a half-written output. Local `path`: the temporary is a sibling (file or
+    folder) renamed onto `path` with `os.replace` (atomic on one filesystem). Remote `path` (an
+    object store, where rename is copy + delete): the temporary is a local file, uploaded to `path`
+    in one write once complete; an object store creates the object only when its upload finishes,
+    so readers see the old object or the new one. Folders cannot be replaced atomically on an
+    object store: a remote folder is an error (write its files one by one; shards mark a finished
+    shard by writing its sidecar last, checkpoints use Orbax's own commit protocol).
+    `suffix` (e.g. ".mp4") keeps the extension for writers that sniff it.
     """
-    path = Path(path)
+    if is_remote(path):
+        with _atomic_remote(as_path(path), suffix) as tmp:
+            yield tmp
+        return
+    path = as_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = path.suffix
@@ -35,6 +74,28 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
         elif tmp.exists():
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def _atomic_remote(dest, suffix: str | None) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="dreamactor-upload-") as folder:
+        tmp = Path(folder) / f"{dest.name}.tmp{dest.suffix if suffix is None else suffix}"
+        yield tmp
+        if tmp.is_dir():
+            raise ValueError(f"{dest}: a folder cannot be written atomically to an object store; "
+                             "write its files one by one")
+        if not tmp.is_file():
+            raise FileNotFoundError(f"{dest}: the writer produced no file")
+        with open(tmp, "rb") as src:
+            out = dest.open("wb")
+            try:
+                shutil.copyfileobj(src, out, 8 << 20)
+            except BaseException:
+                discard = getattr(out, "discard", None)  # fsspec: drop the upload, write nothing
+                if discard is not None:
+                    discard()
+                raise
+            out.close()
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -2,8 +2,10 @@
 
 Overrides: `--config.optim.lr=1e-5` (a mistyped key is an error); a variant: `configs/pose.py:tiny`.
 Re-running with the same --workdir resumes from its latest checkpoint (adapter, optimizer, step,
-RNG, data position). SIGTERM saves a checkpoint and exits. Several hosts: pass
+RNG, data position). SIGTERM saves a checkpoint and exits. Several hosts: pass --distributed on a
+TPU pod or under SLURM's srun (launch/tpu/train.sh, launch/slurm/train.sbatch), else
 --coordinator_address/--num_processes/--process_id (or set JAX's env variables) on each host.
+--workdir and --config.data.shards may be gs:// paths.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "run folder: checkpoints/, tenso
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host)")
 _NPROC = flags.DEFINE_integer("num_processes", None, "number of processes (multi-host)")
 _PID = flags.DEFINE_integer("process_id", None, "this process's index (multi-host)")
+_DIST = flags.DEFINE_bool("distributed", False, "multi-host: jax.distributed.initialize() with no arguments, "
+                          "the cluster read from the TPU pod's metadata or SLURM's variables (launch/tpu, launch/slurm)")
 _STOP = flags.DEFINE_integer("stop_after", None, "leave after this many steps in total (checkpointed)")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None, "fake this many CPU devices (testing meshes)")
 
@@ -40,7 +44,7 @@ def main(argv) -> int:
             raise ValueError("--coordinator_address, --num_processes and --process_id go together")
         jax.distributed.initialize(coordinator_address=_COORD.value, num_processes=_NPROC.value,
                                    process_id=_PID.value)
-    elif os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    elif os.environ.get("JAX_COORDINATOR_ADDRESS") or _DIST.value:
         jax.distributed.initialize()
 
     from dreamactor_jax.train.trainer import NonFiniteLossError, train

@@ -6,7 +6,8 @@ forward output and LoRA gradients (fp32, <= 1e-5 relative) for meshes sequence=8
 fsdp=4 x sequence=2, that the sequence-parallel path really ran (all-to-all in the program) and
 that fsdp=N (4 and 8) keeps ~1/N of the base per device; and the attention function alone
 (forward and backward) with the ring fallback (2 heads over sequence=8) and Ulysses over
-data=4 x sequence=2. (Few meshes, fast compiles: each MMDiT compile costs ~10 s of CPU.)
+data=4 x sequence=2, then both again with the TPU splash kernel (Pallas interpret mode) at an odd
+length with one valid text token. (Few meshes, fast compiles: each MMDiT compile costs ~10 s of CPU.)
 """
 
 from __future__ import annotations
@@ -109,6 +110,36 @@ def _child_attention() -> None:
         raise AssertionError("ulysses with 2 heads over 8 devices did not raise")
 
 
+def _child_splash() -> None:
+    """The TPU splash kernel (Pallas interpret mode) inside both sequence-parallel paths: Ulysses over
+    data=2 x sequence=4 (4 heads: one per device after the all-to-all) and the ring over sequence=8
+    (2 heads; the ring's own online softmax, whatever the kernel), at an odd length with text key
+    padding down to one valid text token; forward and q/k/v gradients vs one-device XLA."""
+    rng = np.random.default_rng(5)
+    lens = jnp.array([37 - 5 + 1, 37])  # 32 "video" tokens + 1 of 5 text tokens valid; all valid
+    loss = lambda f: (lambda q, k, v: jnp.sum(jnp.sin(f(q, k, v))))
+    for mesh_cfg, heads, collective in (({"data": 2, "fsdp": 1, "sequence": 4}, 4, "all_to_all"),
+                                        ({"sequence": 8, "fsdp": 1}, 2, "collective_permute")):
+        q, k, v = _qkv(rng, b=2, s=37, n=heads, d=16)
+        results = {}
+        for impl in ("xla", "tpu"):
+            f = lambda q, k, v, impl=impl: attention(q, k, v, kv_lengths=lens, impl=impl)
+            both = lambda *a, f=f: (loss(f)(*a), f(*a))
+            grad_fn = jax.jit(jax.value_and_grad(both, (0, 1, 2), has_aux=True), compiler_options=FAST)
+            if impl == "xla":
+                results[impl] = grad_fn(q, k, v)  # one device, no mesh
+                continue
+            with sharding.use_mesh(sharding.make_mesh(mesh_cfg)):
+                lowered = grad_fn.lower(q, k, v)
+                results[impl] = lowered.compile()(q, k, v)
+            assert collective in lowered.as_text(), (mesh_cfg, collective)
+        (_, out), grads = results["tpu"]
+        (_, ref), ref_g = results["xla"]
+        err, gerr = _rel(out, ref), max(_rel(g, r) for g, r in zip(grads, ref_g))
+        print(f"splash attention {mesh_cfg} heads={heads} ({collective}): fwd {err:.2e} grad {gerr:.2e}")
+        assert err <= TOL and gerr <= TOL, (mesh_cfg, err, gerr)
+
+
 def _child_mmdit() -> None:
     """Tiny MMDiT (8 heads) forward + LoRA grads under four meshes vs one device."""
     from dreamactor_jax.models import lora as lora_lib
@@ -183,5 +214,6 @@ def _check_fsdp(params, axes, mesh) -> None:
 if __name__ == "__main__":
     assert jax.device_count() == 8, jax.devices()
     _child_attention()
+    _child_splash()
     _child_mmdit()
     print("OK")

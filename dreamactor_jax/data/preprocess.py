@@ -30,7 +30,7 @@ import numpy as np
 
 from dreamactor_jax import incontext
 from dreamactor_jax.data.shards import SHARD_SUFFIX, list_shards, read_sidecar, sidecar_path, write_shard
-from dreamactor_jax.utils import write_text_atomic
+from dreamactor_jax.utils import as_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 VIDEO_EXTS = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
@@ -285,7 +285,7 @@ def run(items: Iterable[Item], out_dir: str | os.PathLike, cfg: PreprocessConfig
 
     items = list(items)
     report = report or Report()
-    out = Path(out_dir)
+    out = as_path(out_dir)  # local or gs://
     done, next_shard = _existing(out)
     buffer: list[tuple[dict, dict]] = []
 

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping
 import ml_dtypes
 import numpy as np
 
-from dreamactor_jax.utils import atomic_path, write_text_atomic
+from dreamactor_jax.utils import as_path, atomic_path, write_text_atomic
 
 SCHEMA_VERSION = 1
 MAGIC = b"DAJX"
@@ -111,7 +111,7 @@ def decode_example(data: bytes, where: str = "record") -> tuple[dict[str, np.nda
 
 
 def sidecar_path(shard: str | os.PathLike) -> Path:
-    shard = Path(shard)
+    shard = as_path(shard)
     return shard.with_name(shard.name[: -len(SHARD_SUFFIX)] + ".json")
 
 
@@ -123,7 +123,7 @@ def write_shard(path: str | os.PathLike, examples: Iterable[tuple[Mapping[str, n
     """
     from array_record.python.array_record_module import ArrayRecordWriter
 
-    path = Path(path)
+    path = as_path(path)
     if not path.name.endswith(SHARD_SUFFIX):
         raise ValueError(f"shard path {path}: name must end with {SHARD_SUFFIX}")
     records = []
@@ -143,7 +143,7 @@ def write_shard(path: str | os.PathLike, examples: Iterable[tuple[Mapping[str, n
 
 def list_shards(folder: str | os.PathLike) -> list[Path]:
     """Finished shards in `folder` (those with a sidecar), sorted by name."""
-    folder = Path(folder)
+    folder = as_path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"shard folder {folder} does not exist")
     return sorted(p for p in folder.glob("*" + SHARD_SUFFIX)
@@ -171,7 +171,7 @@ class ShardSource:
     """
 
     def __init__(self, shards: Iterable[str | os.PathLike]):
-        self.shards = [Path(s) for s in shards]
+        self.shards = [as_path(s) for s in shards]
         if not self.shards:
             raise ValueError("shards: empty list (no finished *.array_record shard found)")
         self.records = [read_sidecar(s) for s in self.shards]

@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from dreamactor_jax.data.shards import write_shard
+from dreamactor_jax.utils import as_path
 
 
 def synthetic_example(rng: np.random.Generator, shape: tuple[int, int, int], channels: int = 16,
@@ -43,7 +44,7 @@ def write_synthetic_shards(folder: str | os.PathLike, shapes: Sequence[tuple[int
         for k in range(clips_per_shape):
             cid = f"synth-{'x'.join(map(str, s))}-{k:04d}"
             items.append((synthetic_example(rng, tuple(s), **dims), {"clip_id": cid, "source": "synthetic"}))
-    folder = Path(folder)
+    folder = as_path(folder)  # local or gs://
     paths = []
     for i in range(shards):
         p = folder / f"synthetic-{i:05d}-of-{shards:05d}.array_record"

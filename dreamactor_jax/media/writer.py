@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from dreamactor_jax.utils import atomic_path
+from dreamactor_jax.utils import as_path, atomic_path
 
 
 def _frames_checked(frames: Iterable[np.ndarray], path, odd: str) -> Iterator[np.ndarray]:
@@ -99,7 +99,7 @@ def write_video(
     `crf` is libx264's quality (0 lossless-ish luma .. 51 worst; 18 is visually near-lossless).
     Raises ValueError for bad frames, fps, or an empty clip (nothing is written then).
     """
-    path = Path(path)
+    path = as_path(path)  # local or gs://
     if not fps > 0:
         raise ValueError(f"write_video {path}: fps must be > 0, got {fps}")
     if odd not in ("pad", "error"):

@@ -6,9 +6,9 @@ model is per-token, so XLA's SPMD partitioner splits it along the sequence by th
 axis without help. Only attention needs all keys for every query.
 
 The joint sequence is [video, text] (text right-padded, its padding masked by `kv_lengths`). It
-is padded at the end to a multiple of the axis size P (and of 128 for the TPU kernel) and split
-in P contiguous blocks. Padded keys sit past every `kv_lengths`, so they are never attended;
-padded query rows are dropped afterwards.
+is padded at the end to a multiple of the axis size P and split in P contiguous blocks. Padded
+keys sit past every `kv_lengths`, so they are never attended; padded query rows are dropped
+afterwards. (The TPU kernel pads further to its own block size: `models.kernels.splash_attention`.)
 
 Two methods, chosen by `method="auto"`:
 - **Ulysses** (default whenever the per-device heads divide by P): all-to-all turns
@@ -20,8 +20,8 @@ Two methods, chosen by `method="auto"`:
 - **Ring** (fallback when heads don't divide, e.g. P = 16): each device keeps its query block
   and the k/v blocks travel round the ring (`ppermute`, P steps) while an online softmax
   (running max, denominator, fp32 accumulator) gathers the result. It is written in plain XLA
-  (no fused kernel returns the softmax statistics through a public API), so each step holds a
-  [b, N, S/P, S/P] score block: fine for moderate S/P, slow and memory-hungry at 100k+ tokens
+  whatever `impl` says (no fused kernel returns the softmax statistics with a backward pass:
+  splash's `save_residuals` has no VJP), so each step holds a [b, N, S/P, S/P] score block: fine for moderate S/P, slow and memory-hungry at 100k+ tokens
   per device. Prefer a sequence axis size that divides the heads.
 
 Both are differentiable (all-to-all and ppermute transpose to themselves reversed), so the
@@ -36,6 +36,9 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
+
+from dreamactor_jax import sharding
+from dreamactor_jax.models.kernels import check_impl, local_attention, resolve_impl
 
 SEQ_AXIS = "sequence"
 METHODS = ("auto", "ulysses", "ring")
@@ -66,8 +69,6 @@ def _divisible_prefix(axes: tuple[str, ...], mesh: Mesh, size: int) -> tuple[str
 
 def _specs(q: jax.Array, mesh: Mesh, rules: Sequence[tuple[str, Any]] | None):
     """(batch mesh axes, head mesh axes) for q [B, S, N, D] under the logical rules."""
-    from dreamactor_jax import sharding
-
     spec = sharding.logical_to_spec(("batch", "seq", "act_heads", None), rules or sharding.RULES, mesh)
     batch = _divisible_prefix(tuple(a for a in _mesh_axes(spec[0]) if a != SEQ_AXIS), mesh, q.shape[0])
     heads = _divisible_prefix(tuple(a for a in _mesh_axes(spec[2]) if a != SEQ_AXIS), mesh, q.shape[2])
@@ -91,8 +92,6 @@ def sequence_parallel_attention(
     see `attention.attention`). `method`: "ulysses", "ring" or "auto" (Ulysses when the heads per
     device divide by the sequence axis size, else ring). Works for an axis of size 1 too.
     """
-    from dreamactor_jax.models.attention import resolve_impl
-
     if method not in METHODS:
         raise ValueError(f"sequence_parallel_attention: method expected one of {METHODS}, got {method!r}")
     if SEQ_AXIS not in mesh.shape:
@@ -110,12 +109,10 @@ def sequence_parallel_attention(
             f"the sequence axis size {n_seq}; use method='ring' or another mesh"
         )
     impl = resolve_impl(impl, q.dtype)
-    if impl == "cudnn" and q.dtype not in (jnp.bfloat16, jnp.float16):
-        raise ValueError(f"attention: the cudnn kernel needs bfloat16/float16 inputs, got {q.dtype} (set dtype='bfloat16')")
+    check_impl(impl, q.dtype)
 
-    # pad the sequence to a multiple of the axis size (and of 128 for the TPU kernel)
-    multiple = math.lcm(n_seq, 128) if (impl == "tpu" and method == "ulysses") else n_seq
-    s_pad = -(-s // multiple) * multiple
+    # pad the sequence to a multiple of the axis size (a TPU kernel pads further to its blocks)
+    s_pad = -(-s // n_seq) * n_seq
     lengths = jnp.full((b,), s, jnp.int32) if kv_lengths is None else jnp.minimum(kv_lengths.astype(jnp.int32), s)
     if s_pad != s:
         pad = ((0, 0), (0, s_pad - s), (0, 0), (0, 0))
@@ -134,8 +131,6 @@ def sequence_parallel_attention(
 
 def _ulysses_local(q, k, v, lengths, *, impl: str) -> jax.Array:
     """Per device: [b, S/P, n, D] -> all-to-all -> [b, S, n/P, D] -> attention -> back."""
-    from dreamactor_jax.models.attention import local_attention
-
     to_heads = lambda t: jax.lax.all_to_all(t, SEQ_AXIS, split_axis=2, concat_axis=1, tiled=True)
     out = local_attention(to_heads(q), to_heads(k), to_heads(v), kv_lengths=lengths, impl=impl)
     return jax.lax.all_to_all(out, SEQ_AXIS, split_axis=1, concat_axis=2, tiled=True)

@@ -19,6 +19,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from dreamactor_jax.utils import as_path
+
 HOWTO = ("convert the backbone (python tools/convert_weights.py HunyuanVideo-I2V/transformer ckpt/base "
          "--variant i2v-33ch) and the VAE (python tools/convert_weights.py HunyuanVideo-I2V/vae ckpt/vae), "
          "train an adapter on them (python launch/train.py --config configs/pose.py --workdir runs/pose "
@@ -45,7 +47,7 @@ def default_dtype() -> str:
 
 def find_step(path: str | Path) -> tuple[Path, int]:
     """(the checkpoints folder, the step) for a workdir, its checkpoints/ folder or a step folder."""
-    p = Path(path)
+    p = as_path(path)  # local or gs://
     if not p.exists():
         raise ValueError(f"--checkpoint {p}: does not exist; {HOWTO}")
     if (p / "checkpoints").is_dir():
@@ -99,7 +101,7 @@ def _check_dir(flag: str, path: str | None, what: str, kind: str) -> Path:
     if not path:
         raise ValueError(f"{flag}: the run names no converted {what} (trained on random weights?); "
                          f"sampling never uses random weights: pass {flag} DIR or {HOWTO}")
-    p = Path(path)
+    p = as_path(path)
     if not (p / "config.json").is_file():
         raise ValueError(f"{flag} {p}: not a converted {what} folder (no config.json); {HOWTO}")
     try:

@@ -19,6 +19,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from dreamactor_jax.utils import resolve_path
+
 
 def diff_fingerprints(saved: Mapping, current: Mapping, prefix: str = "") -> list[str]:
     """Readable differences between two nested fingerprint dicts."""
@@ -37,7 +39,7 @@ class Checkpointer:
 
     def __init__(self, directory: str | Path, fingerprint: Mapping, config: Mapping | None = None,
                  keep: int = 3, async_save: bool = True):
-        self.directory = Path(directory).absolute()
+        self.directory = resolve_path(directory)  # local (absolute) or gs://
         self.fingerprint = dict(fingerprint)
         self.config = dict(config or {})
         self.mngr = ocp.CheckpointManager(
@@ -93,7 +95,7 @@ def restore_lora(directory: str | Path, fingerprint: Mapping, shardings: Any = N
     The fingerprint must match (same backbone and LoRA shape and targets), else a one-line
     ValueError naming the differences; optimizer state and step are not taken.
     """
-    d = Path(directory)
+    d = resolve_path(directory)
     if (d / "checkpoints").is_dir():
         d = d / "checkpoints"
     if not d.is_dir():

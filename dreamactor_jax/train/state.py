@@ -25,6 +25,7 @@ from dreamactor_jax.models import mmdit
 from dreamactor_jax.models.config import MMDiTConfig
 from dreamactor_jax.train.objective import FlowConfig
 from dreamactor_jax.train.optim import OptimConfig, make_optimizer
+from dreamactor_jax.utils import as_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +158,7 @@ def load_base(path: str | Path, mcfg: MMDiTConfig, mesh: Mesh) -> dict:
     """
     from dreamactor_jax.weights.checkpoint import load_config, load_params
 
-    path = Path(path)
+    path = as_path(path)  # local or gs://
     if not path.exists():
         raise FileNotFoundError(f"base_checkpoint {path}: does not exist")
     saved = load_config(path).to_diffusers_config()

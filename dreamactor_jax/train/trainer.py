@@ -14,10 +14,12 @@ import numpy as np
 
 from dreamactor_jax import sharding
 from dreamactor_jax.data.loader import make_dataset
+from dreamactor_jax.data.shards import list_shards
 from dreamactor_jax.data.synthetic import write_synthetic_shards
 from dreamactor_jax.train import state as st
 from dreamactor_jax.train.checkpoint import Checkpointer, PreemptionGuard, json_normal, restore_lora
 from dreamactor_jax.train.step import batch_tokens, global_batch, make_train_step
+from dreamactor_jax.utils import resolve_path
 
 log = logging.getLogger("dreamactor_jax.train")
 
@@ -69,7 +71,7 @@ def train(config, workdir: str | Path, *, stop_after: int | None = None,
     `stop_after`: leave after that many steps in total (as a preemption would: checkpoint, exit).
     `on_step(step, metrics)`: called on process 0 after each logged step (tests, notebooks).
     """
-    workdir = Path(workdir).absolute()
+    workdir = resolve_path(workdir)  # local (absolute) or gs://
     workdir.mkdir(parents=True, exist_ok=True)
     spec = st.run_spec(config)
     total = int(config.train.steps)
@@ -89,11 +91,17 @@ def train(config, workdir: str | Path, *, stop_after: int | None = None,
             raise ValueError("data.shards: not set (a folder of shards from tools/preprocess.py), "
                              "and data.synthetic is off")
         shards = _synthetic_shards(config, spec, workdir)
-    ds = make_dataset(Path(shards), global_batch=config.data.global_batch, seed=config.data.seed,
+    shard_paths = list_shards(shards)
+    ds = make_dataset(shard_paths, global_batch=config.data.global_batch, seed=config.data.seed,
                       process_index=jax.process_index(), process_count=jax.process_count(),
                       num_threads=config.data.num_threads, prefetch=config.data.prefetch,
                       worker_count=config.data.worker_count)
     data_iter = iter(ds)
+    # every process logs its share (launch/tpu and launch/slurm keep one log per host)
+    log.info("%s; per-host batch %d of global %d (slice %d of every batch); reads records from %d shards "
+             "(%s .. %s) by index", sharding.describe(mesh), config.data.global_batch // jax.process_count(),
+             config.data.global_batch, jax.process_index(), len(shard_paths), shard_paths[0].name,
+             shard_paths[-1].name)
 
     # ---------------- model (frozen base) ----------------
     base = make_base(config, spec, mesh)

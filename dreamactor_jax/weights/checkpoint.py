@@ -23,6 +23,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from dreamactor_jax.utils import as_path, resolve_path
+
 PARAMS_DIR = "params"
 PYTREE_ITEM = "state"  # the item name Orbax's partial save uses for the pytree
 CONFIG_FILE = "config.json"
@@ -98,7 +100,7 @@ class LeafWriter:
 
 def pytree_dir(path: str | os.PathLike) -> Path:
     """The Orbax pytree folder inside a converted folder (or `path` itself if it is one)."""
-    path = Path(path).absolute()  # Orbax's OCDBT reader wants absolute paths
+    path = resolve_path(path)  # Orbax's OCDBT reader wants absolute paths (or gs://)
     for cand in (path / PARAMS_DIR / PYTREE_ITEM, path / PYTREE_ITEM, path):
         if (cand / "_METADATA").is_file():
             return cand
@@ -146,7 +148,7 @@ def load_params(path: str | os.PathLike, shardings: Any = None, dtype: Any = Non
 
 
 def read_config_json(path: str | os.PathLike) -> dict:
-    f = Path(path) / CONFIG_FILE
+    f = as_path(path) / CONFIG_FILE
     if not f.is_file():
         raise FileNotFoundError(f"{path}: no {CONFIG_FILE} (not a converted weights folder)")
     return json.loads(f.read_text())
