@@ -28,6 +28,16 @@ from dreamactor_jax.weights import diffusers_map  # noqa: E402
 GUIDANCE_RANGE = (1000.0, 10000.0)  # embedded guidance scale 1..10 (x1000; the release's default is 6)
 
 
+# ----------------------------------------------------------------------------- tolerance
+
+
+def tolerance(inp: dict) -> float:
+    """The fp32 bound of the MMDiT against diffusers for these inputs (see test_mmdit_configs.py):
+    1e-5 while timestep and guidance <= 500, else 2e-5 * max(timestep, guidance) / 1000."""
+    largest = max(float(np.max(inp["timestep"])), 0.0 if inp.get("guidance") is None else float(np.max(inp["guidance"])))
+    return 1e-5 * max(1.0, 2.0 * largest / 1000.0)
+
+
 # ----------------------------------------------------------------------------- configs and inputs
 
 

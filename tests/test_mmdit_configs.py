@@ -6,13 +6,17 @@ patch sizes 1-2 in space and time, guidance on/off, no image condition / latent_
 token_replace, every qk_norm diffusers builds, 1-6 text tokens with one valid token in item 0,
 timesteps over [0, 1000] and guidance over 1000..10000 (embedded scale 1..10).
 
-Tolerance (fp32, max|ours - diffusers| / max|diffusers|), by input range:
-    1e-5 * max(1, max(timestep, guidance) / 1000).
-The sinusoidal embedding of t and of the guidance (up to 10,000) is fp32 in both implementations,
-whose exp/sin/cos round differently at large arguments; diffusers' own fp32 output is that far from
-its float64 evaluation too (`test_large_inputs_error_is_fp32_rounding_of_the_reference`), while in
-float64 the two agree to ~1e-13. Four random configs run by default (~30 s); 100 with
-`-m exhaustive`, each also in float64.
+Tolerance (fp32, max|ours - diffusers| / max|diffusers|), by input range (`mmdit_sweep.tolerance`):
+    1e-5 while timestep and guidance <= 500, else 2e-5 * max(timestep, guidance) / 1000
+(2e-5 at t = 1000, 1.2e-4 at the release's guidance 6000, 2e-4 at 10000). The sinusoidal
+embedding of t and of the guidance is fp32 in both implementations, whose exp/sin/cos round
+differently at large arguments. Measured over the 100 exhaustive seeds: ours vs diffusers up to
+4.4e-6 with t, g <= 1000 and 1.05e-5 * max(t, g)/1000 above; diffusers' own fp32 output against
+its float64 evaluation up to 1.0e-5 and 1.45e-5 * max(t, g)/1000; ours against that float64 up to
+1.05e-5 and 2.3e-5 * max(t, g)/1000; in float64 the two agree to <= 2.2e-13. So the bound is the
+fp32 rounding of the reference itself (`test_large_inputs_error_is_fp32_rounding_of_the_reference`),
+not a different function. Four random configs run by default (~30 s); 100 with `-m exhaustive`,
+each also in float64 (<= 1e-12).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from mmdit_sweep import (
     reference_forward,
     reference_model,
     rel_err,
+    tolerance,
     torch,
 )
 
@@ -40,12 +45,6 @@ from dreamactor_jax.models.config import MMDiTConfig
 DEFAULT_SEEDS = (1, 2, 4, 6)
 EXHAUSTIVE_SEEDS = range(100)
 FP64_TOL = 1e-12
-
-
-def tolerance(inp: dict) -> float:
-    """The fp32 bound for these inputs: 1e-5, growing with the largest sinusoid argument past 1000."""
-    largest = max(np.max(inp["timestep"]), 0.0 if inp["guidance"] is None else np.max(inp["guidance"]))
-    return 1e-5 * max(1.0, float(largest) / 1000.0)
 
 
 def check_seed(seed: int, fp64: bool) -> None:
@@ -100,8 +99,8 @@ def test_large_inputs_error_is_fp32_rounding_of_the_reference():
     assert ours_vs_ref <= tolerance(inp)
     assert ref_own >= 0.5 * ours_vs_ref  # the reference's own rounding is of the same size
     assert ours_own <= 2.0 * ref_own  # and ours is no further from the truth than diffusers
-    # small arguments (t, guidance <= 1000): within the plain 1e-5
-    small = dict(inp, timestep=np.array([50.0, 1000.0], np.float32), guidance=np.array([1000.0, 500.0], np.float32))
+    # small arguments (t, guidance <= 500): within the plain 1e-5
+    small = dict(inp, timestep=np.array([50.0, 500.0], np.float32), guidance=np.array([500.0, 100.0], np.float32))
     assert rel_err(project_forward(params, cfg, small), reference_forward(model, small)) <= 1e-5
 
 
