@@ -17,7 +17,9 @@ A record is `MAGIC | u32 header length | JSON header | raw array bytes`; the hea
 array's dtype, shape and offset and carries `schema_version`, so a reader refuses records written
 by an incompatible version instead of misreading them. A shard `NAME.array_record` has a sidecar
 `NAME.json` listing its clip ids and latent shapes (what the loader needs to bucket by shape
-without decoding); the sidecar is written last, so a shard without one is unfinished.
+without decoding); the sidecar is written last, so a shard without one is unfinished, and
+`list_shards` refuses a folder holding one (or an index without its shard, or a numbered set
+`NAME-i-of-N` with a member missing), naming the file.
 """
 
 from __future__ import annotations
