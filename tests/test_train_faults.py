@@ -103,8 +103,10 @@ def test_ctrl_c_finishes_the_save_in_flight(shards, tmp_path, caplog):
         train(_config(shards, 6, checkpoint_every=2), tmp_path, on_step=interrupt)
     assert "training stopped by KeyboardInterrupt at step 3; last checkpoint: step 2" in caplog.text
     assert _steps(tmp_path) == [2] and _leftovers(tmp_path) == []
+    (tmp_path / "checkpoints" / "3.orbax-checkpoint-tmp-1").mkdir()  # what a save killed with the process leaves
     resumed = train(_config(shards, 4, checkpoint_every=2), tmp_path)
     assert resumed["resumed_from"] == 2 and resumed["step"] == 4
+    assert _steps(tmp_path) == [2, 4] and _leftovers(tmp_path) == []  # removed at the start
 
 
 def test_a_failed_background_save_is_discarded(tmp_path, monkeypatch, caplog):

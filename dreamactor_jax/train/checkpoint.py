@@ -47,7 +47,8 @@ class Checkpointer:
     """Keep-N Orbax checkpoint manager for one run directory."""
 
     def __init__(self, directory: str | Path, fingerprint: Mapping, config: Mapping | None = None,
-                 keep: int = 3, async_save: bool = True, data_fingerprint: Mapping | None = None):
+                 keep: int = 3, async_save: bool = True, data_fingerprint: Mapping | None = None,
+                 writer: bool = False):
         self.directory = Path(directory).absolute()
         self.fingerprint = dict(fingerprint)
         self.data_fingerprint = None if data_fingerprint is None else json_normal(data_fingerprint)
@@ -56,7 +57,10 @@ class Checkpointer:
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                  enable_async_checkpointing=async_save,
-                                                 cleanup_tmp_directories=True),
+                                                 # only the run that writes here may remove the
+                                                 # temporary folders of its killed saves (a reader,
+                                                 # e.g. a warm start, could race a live save)
+                                                 cleanup_tmp_directories=writer),
             item_names=("state", "data", "meta"))
 
     def latest_step(self) -> int | None:

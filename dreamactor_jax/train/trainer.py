@@ -136,11 +136,11 @@ def train(config, workdir: str | Path, *, stop_after: int | None = None,
     abstract, state_sh = st.state_shardings(spec, mesh)
     fp = st.fingerprint(spec)
     ckpt = Checkpointer(workdir / "checkpoints", fp, config=config.to_dict(), keep=config.train.keep,
-                        data_fingerprint=data_fingerprint(config, shard_paths))
+                        data_fingerprint=data_fingerprint(config, shard_paths), writer=True)
     resumed_from = ckpt.latest_step()
     if resumed_from is not None:
         ckpt.check_compatible(resumed_from)
-        _resume_checks(ckpt, resumed_from, bool(config.resume.allow_data_change))
+        _resume_checks(ckpt, resumed_from, bool((config.get("resume") or {}).get("allow_data_change", False)))
         state = ckpt.restore(abstract, data_iter, step=resumed_from)
         log.info("resumed from %s/checkpoints/%d", workdir, resumed_from)
     else:
