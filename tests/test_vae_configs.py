@@ -6,7 +6,7 @@ attention on/off, the resnet activation (diffusers' `get_activation` names), spa
 2^0 .. 2^blocks, latent, input and output channels: the diffusers config.json read by
 `vae_config_from_dict`, the state dict mapped, then posterior mean/logvar and decoded pixels
 against diffusers (fp32, tiling off), relative error <= 1e-4 (the VAE bound of the README).
-Three configs run by default; 30 with `-m exhaustive`.
+Two configs run by default; 31 more with `-m exhaustive`.
 """
 
 from __future__ import annotations
@@ -89,13 +89,15 @@ def check_seed(seed: int) -> None:
     assert rel_err(out, out_ref) <= TOL, (seed, raw)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+# seed 1: changing widths, 2 resnets, relu, no mid attention, ratio 4; seed 2: 5 blocks without
+# resnets, ratio 16, mid attention (the other activations run in the exhaustive seeds)
+@pytest.mark.parametrize("seed", [1, 2])
 def test_random_vae_config_matches_diffusers(seed):
     check_seed(seed)
 
 
 @pytest.mark.exhaustive
-@pytest.mark.parametrize("seed", range(3, 33))
+@pytest.mark.parametrize("seed", [0, *range(3, 33)])
 def test_random_vae_config_matches_diffusers_exhaustive(seed):
     check_seed(seed)
 
