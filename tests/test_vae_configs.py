@@ -5,7 +5,10 @@ A seeded random sweep over 3-5 blocks, channel widths and GroupNorm groups, 0-2 
 attention on/off, the resnet activation (diffusers' `get_activation` names), spatial compression
 2^0 .. 2^blocks, latent, input and output channels: the diffusers config.json read by
 `vae_config_from_dict`, the state dict mapped, then posterior mean/logvar and decoded pixels
-against diffusers (fp32, tiling off), relative error <= 1e-4 (the VAE bound of the README).
+against diffusers (fp32, tiling off), relative error <= 1e-4 (the VAE bound of the README). Some
+random configs are ill-conditioned (one channel per GroupNorm group over a few latent values):
+there diffusers' own fp32 output is up to 4e-4 from its float64 evaluation (seeds 9 and 13), and
+ours must be at least as close to that float64 result as diffusers' fp32 is.
 Two configs run by default; 31 more with `-m exhaustive`.
 """
 
@@ -76,17 +79,33 @@ def check_seed(seed: int) -> None:
     params = jax_params(cfg, model)
     r = cfg.spatial_compression_ratio
     frames = int(rng.choice([1, 5, 9]))
-    size = (r * int(rng.integers(1, 3)), r * int(rng.integers(1, 3)))
+    # at least 2 latent rows: torch's GroupNorm refuses groups of a single value
+    size = (2 * r, r * int(rng.integers(1, 3)))
     video = rng.uniform(-1, 1, (1, frames, *size, cfg.in_channels)).astype(np.float32)
     mean_ref, logvar_ref = torch_encode(model, video)
     mean, logvar = vae.encode(params, cfg, video)
     assert mean.shape == mean_ref.shape == (1, (frames - 1) // 4 + 1, size[0] // r, size[1] // r, cfg.latent_channels)
-    assert rel_err(mean, mean_ref) <= TOL, (seed, raw)
-    assert rel_err(logvar, logvar_ref) <= TOL, (seed, raw)
+    check_close(mean, mean_ref, model, lambda m: torch_encode(m, video.astype(np.float64))[0], (seed, raw, "mean"))
+    check_close(logvar, logvar_ref, model, lambda m: torch_encode(m, video.astype(np.float64))[1], (seed, raw, "logvar"))
     z = rng.standard_normal(mean_ref.shape).astype(np.float32)
     out, out_ref = vae.decode(params, cfg, z), torch_decode(model, z)
     assert out.shape == out_ref.shape == (1, frames, *size, cfg.out_channels)
-    assert rel_err(out, out_ref) <= TOL, (seed, raw)
+    check_close(out, out_ref, model, lambda m: torch_decode(m, z.astype(np.float64)), (seed, raw, "decode"))
+
+
+def check_close(ours, ref32, model, run, what) -> None:
+    """<= 1e-4 against diffusers fp32; where diffusers' own fp32 result is further than that from
+    its float64 evaluation (ill-conditioned configs: one channel per GroupNorm group, tiny latents),
+    ours must be at least as close to the float64 result as diffusers' fp32 is."""
+    err = rel_err(ours, ref32)
+    if err <= TOL:
+        return
+    try:
+        ref64 = run(model.double())
+    finally:
+        model.float()
+    ref_own = rel_err(ref32, ref64)
+    assert rel_err(ours, ref64) <= max(TOL, ref_own), (what, err, ref_own, rel_err(ours, ref64))
 
 
 # seed 1: changing widths, 2 resnets, relu, no mid attention, ratio 4; seed 2: 5 blocks without
