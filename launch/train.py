@@ -2,10 +2,16 @@
 
 Overrides: `--config.optim.lr=1e-5` (a mistyped key is an error); a variant: `configs/pose.py:tiny`.
 Re-running with the same --workdir resumes from its latest checkpoint (adapter, optimizer, step,
-RNG, data position). SIGTERM saves a checkpoint and exits. Several hosts: pass --distributed on a
-TPU pod or under SLURM's srun (launch/tpu/train.sh, launch/slurm/train.sbatch), else
+RNG, data position); a resume whose data differ (shards, data seed, batch, augmentation) is refused
+unless --config.resume.allow_data_change=True. Several hosts: pass --distributed on a TPU pod or
+under SLURM's srun (launch/tpu/train.sh, launch/slurm/train.sbatch), else
 --coordinator_address/--num_processes/--process_id (or set JAX's env variables) on each host.
 --workdir and --config.data.shards may be gs:// paths.
+
+Exit status: 0 finished (or --stop_after reached); 2 bad input or config (one line on stderr);
+3 non-finite loss (the message names the last committed checkpoint); 75 stopped by SIGTERM after
+saving a checkpoint (every host stops after the same step; re-run the same command to resume);
+130 interrupted (Ctrl-C) after finishing any checkpoint save in flight.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ def main(argv) -> int:
     elif os.environ.get("JAX_COORDINATOR_ADDRESS") or _DIST.value:
         jax.distributed.initialize()
 
-    from dreamactor_jax.train.trainer import NonFiniteLossError, train
+    from dreamactor_jax.train.trainer import EXIT_PREEMPTED, NonFiniteLossError, train
 
     logging.getLogger("dreamactor_jax").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-save INFO chatter
@@ -56,6 +62,14 @@ def main(argv) -> int:
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        print("interrupted (the trainer's last line names the last checkpoint)", file=sys.stderr)
+        return 130
+    if summary["preempted"]:
+        if jax.process_index() == 0:
+            print(f"preempted: saved step {summary['step']} (resumed from {summary['resumed_from']}); "
+                  f"re-run the same command to resume, workdir {_WORKDIR.value}")
+        return EXIT_PREEMPTED
     if jax.process_index() == 0:
         losses = summary["losses"]
         first = f"{losses[0]:.5f}" if losses else "-"

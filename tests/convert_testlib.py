@@ -29,7 +29,7 @@ def tiny_transformer(cfg: MMDiTConfig, seed: int = 0):
             elif p.ndim == 1:
                 p.copy_(0.05 * torch.randn_like(p))
             else:
-                p.copy_(torch.randn_like(p) / np.sqrt(p[0].numel()))
+                p.copy_(torch.randn_like(p) / np.sqrt(max(int(np.prod(p.shape[1:])), 1)))
     return model
 
 

@@ -99,6 +99,12 @@ def test_torch_pt_source_with_module_wrapper(tmp_path):
     for k, t in tensors.items():
         np.testing.assert_array_equal(src.read(k).view(np.uint8), _np(t).view(np.uint8))
     np.testing.assert_array_equal(src.read("a.weight", (1, 4)), _np(tensors["a.weight"])[1:4])
+    # DeepSpeed files may hold both "module" and "ema": "module" is taken (Tencent's default load_key)
+    ema = {k: t + 1 for k, t in tensors.items()}
+    torch.save({"module": tensors, "ema": ema}, tmp_path / "both.pt")
+    np.testing.assert_array_equal(safetensors_io.open_file(tmp_path / "both.pt").read("a.weight"), _np(tensors["a.weight"]))
+    torch.save({"ema": ema}, tmp_path / "ema.pt")
+    np.testing.assert_array_equal(safetensors_io.open_file(tmp_path / "ema.pt").read("a.weight"), _np(ema["a.weight"]))
     (tmp_path / "bad.pt").write_bytes(b"not a zip file at all")
     with pytest.raises(ValueError, match="torch.load"):
         safetensors_io.open_file(tmp_path / "bad.pt")

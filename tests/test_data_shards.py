@@ -59,10 +59,41 @@ def test_write_and_read_shards(tmp_path):
         src[6]
 
 
-def test_shard_without_sidecar_is_unfinished(tmp_path):
+def test_shard_without_sidecar_is_an_error_naming_it(tmp_path):
     (p,) = write_synthetic_shards(tmp_path, [(2, 3, 4)], clips_per_shape=2, shards=1)
-    S.sidecar_path(p).unlink()
-    assert S.list_shards(tmp_path) == []
+    assert S.list_shards(tmp_path) == [p]
+    (tmp_path / ".writer-tmp.array_record").write_bytes(b"x")  # hidden temporaries are ignored
+    assert S.list_shards(tmp_path) == [p]
+    index = S.sidecar_path(p)
+    saved = index.read_bytes()
+    index.unlink()
+    with pytest.raises(ValueError, match=rf"shard {p}: its index {index.name} is missing"):
+        S.list_shards(tmp_path)
+    index.write_bytes(saved)
+    p.rename(tmp_path / "elsewhere.bin")
+    with pytest.raises(ValueError, match=rf"shard index {index}: its shard {p.name} is missing"):
+        S.list_shards(tmp_path)
+
+
+def test_partial_shard_set_is_an_error_naming_the_missing_shard(tmp_path):
+    paths = write_synthetic_shards(tmp_path, [(2, 3, 4)], clips_per_shape=3, shards=3)
+    assert S.list_shards(tmp_path) == paths
+    paths[1].unlink()
+    S.sidecar_path(paths[1]).unlink()
+    with pytest.raises(ValueError, match=r"synthetic-\*-of-00003 is incomplete: 1 of 3 shards missing, "
+                                         r"e.g. synthetic-00001-of-00003.array_record"):
+        S.list_shards(tmp_path)
+
+
+def test_shard_fingerprint_sees_names_sizes_and_contents(tmp_path):
+    a = write_synthetic_shards(tmp_path / "a", [(2, 3, 4)], clips_per_shape=2, shards=2, seed=0)
+    b = write_synthetic_shards(tmp_path / "b", [(2, 3, 4)], clips_per_shape=2, shards=2, seed=0)
+    c = write_synthetic_shards(tmp_path / "c", [(2, 2, 4)], clips_per_shape=2, shards=2, seed=0)
+    fa = S.shard_fingerprint(a)
+    assert fa == S.shard_fingerprint(b)  # the same data in another folder: the same fingerprint
+    assert [f["records"] for f in fa] == [1, 1] and all(f["bytes"] > 0 for f in fa)
+    assert S.shard_fingerprint(c) != fa
+    assert S.shard_fingerprint(a[:1]) != fa
 
 
 @pytest.mark.parametrize("how", ["garbage", "truncate"])

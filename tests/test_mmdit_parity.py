@@ -2,7 +2,9 @@
 
 For each variant (T2V, I2V token_replace, I2V latent_concat): a tiny config, the same random weights
 mapped by `weights.diffusers_map`, batch 2, uneven text padding, an odd number of latent frames and
-a non-square frame; max|out - ref| / max|ref| <= 1e-5.
+a non-square frame; max|out - ref| / max|ref| within `mmdit_sweep.tolerance` (1e-5 for timestep and
+guidance <= 500, 2e-5 * max(t, g)/1000 above: the fp32 rounding of the reference itself, see
+test_mmdit_configs.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dreamactor_jax.models import mmdit  # noqa: E402
 from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
 from dreamactor_jax.weights import diffusers_map  # noqa: E402
 from convert_testlib import rel_err, torch_forward as run_reference  # noqa: E402
+from mmdit_sweep import tolerance  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
 
@@ -81,14 +84,14 @@ def test_parity_with_diffusers(case):
     cfg, _, params, inp, ref = case
     out = _forward(params, cfg, inp)
     assert out.shape == ref.shape == (2, 3, 4, 6, cfg.out_channels)
-    assert rel_err(out, ref) <= 1e-5, rel_err(out, ref)
+    assert rel_err(out, ref) <= tolerance(inp), rel_err(out, ref)
 
 
 def test_loop_equals_scan():
     """The debug loop (with full remat) computes what the scan does (one variant keeps CI fast)."""
     cfg, _, params, inp, ref = build_case("tiny-i2v-16ch")
     out = _forward(params, cfg.replace(scan_layers=False, remat_policy="full"), inp)
-    assert rel_err(out, ref) <= 1e-5
+    assert rel_err(out, ref) <= tolerance(inp)
 
 
 def test_padding_tokens_do_not_matter():

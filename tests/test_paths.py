@@ -123,6 +123,9 @@ def test_shards_on_gs(fake_gcs, tmp_path):
     shards.write_shard(tmp_path / "shard-00000.array_record", ex)
     assert fake_gcs.cat_file("gs://bucket/shards/shard-00000.array_record") == (tmp_path / "shard-00000.array_record").read_bytes()
     fake_gcs.pipe_file("gs://bucket/shards/shard-00001.array_record", b"unfinished: no sidecar yet")
+    with pytest.raises(ValueError, match="shard-00001.array_record: its index shard-00001.json is missing"):
+        shards.list_shards("gs://bucket/shards")  # an unfinished shard is an error naming it, on gs:// too
+    fake_gcs.rm_file("gs://bucket/shards/shard-00001.array_record")
     found = shards.list_shards("gs://bucket/shards")
     assert [str(p) for p in found] == ["gs://bucket/shards/shard-00000.array_record"]
     assert [r["clip_id"] for r in shards.read_sidecar(found[0])] == ["c0", "c1", "c2"]

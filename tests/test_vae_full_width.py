@@ -1,7 +1,7 @@
 """Full-width VAE parity with diffusers on CPU (fp32): frame counts 1, 5, 9, 17, tiling off,
 diffusers' default (framewise) and small spatial+temporal tiles. Slow (about 650 s of CPU on the
 shared dev machine for the whole matrix), so it is left out of the default run (and CI), which
-keeps one full-width case in test_vae_parity.py. Run it with
+keeps two full-width cases in test_vae_parity.py (one 32x48 frame; 9 frames at 16x24). Run it with
 `python -m pytest -q -m exhaustive tests/test_vae_full_width.py`.
 """
 

@@ -1,7 +1,9 @@
 """Parity of the JAX VAE with diffusers' AutoencoderKLHunyuanVideo (CPU, fp32, same random weights).
 
 Frame counts 1, 5, 9, 17 with tiling off and diffusers' defaults (framewise: at 17 frames both
-encode and decode run in temporal tiles); small spatial tiles are in test_vae_tiling.py.
+encode and decode run in temporal tiles); small spatial tiles are in test_vae_tiling.py. The
+published width runs on one frame and on 9 frames (small spatial size) by default; its full
+matrix is in test_vae_full_width.py (exhaustive).
 Relative error max|a-b|/max|b| <= 1e-4.
 """
 
@@ -70,3 +72,10 @@ def test_full_width_parity_one_frame(full):
     """The published width (128..512 channels, 246M params) on one 32x48 frame, tiling off."""
     cfg, model, params = full
     check_parity(cfg, model, params, 1, TILINGS["off"], np.random.default_rng(11))
+
+
+def test_full_width_parity_several_frames(full):
+    """The published width over 9 frames (3 latent frames: both temporal down/up-samplings and the
+    causal padding run) on a small 16x24 frame, tiling off; ~10 s of CPU."""
+    cfg, model, params = full
+    check_parity(cfg, model, params, 9, TILINGS["off"], np.random.default_rng(12), size=(16, 24))

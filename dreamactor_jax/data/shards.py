@@ -17,14 +17,18 @@ A record is `MAGIC | u32 header length | JSON header | raw array bytes`; the hea
 array's dtype, shape and offset and carries `schema_version`, so a reader refuses records written
 by an incompatible version instead of misreading them. A shard `NAME.array_record` has a sidecar
 `NAME.json` listing its clip ids and latent shapes (what the loader needs to bucket by shape
-without decoding); the sidecar is written last, so a shard without one is unfinished.
+without decoding); the sidecar is written last, so a shard without one is unfinished, and
+`list_shards` refuses a folder holding one (or an index without its shard, or a numbered set
+`NAME-i-of-N` with a member missing), naming the file.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
 import os
+import re
 import struct
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -141,13 +145,68 @@ def write_shard(path: str | os.PathLike, examples: Iterable[tuple[Mapping[str, n
     return len(records)
 
 
+_SET_MEMBER = re.compile(r"^(?P<stem>.+)-(?P<i>\d+)-of-(?P<n>\d+)$")
+
+
 def list_shards(folder: str | os.PathLike) -> list[Path]:
-    """Finished shards in `folder` (those with a sidecar), sorted by name."""
+    """The shards in `folder`, sorted by name; an incomplete folder is an error naming the file.
+
+    Every `NAME.array_record` needs its index `NAME.json` (written last: a shard without one is
+    unfinished or was copied without it) and every index its shard; a numbered set
+    `NAME-iiiii-of-NNNNN` must be whole. Hidden files (`.NAME`, writers' temporaries) are ignored.
+    """
     folder = as_path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"shard folder {folder} does not exist")
-    return sorted(p for p in folder.glob("*" + SHARD_SUFFIX)
-                  if not p.name.startswith(".") and sidecar_path(p).exists())
+    shards = sorted(p for p in folder.glob("*" + SHARD_SUFFIX) if not p.name.startswith("."))
+    for p in shards:
+        if not sidecar_path(p).exists():
+            raise ValueError(f"shard {p}: its index {sidecar_path(p).name} is missing (an unfinished shard, "
+                             "or copied without it); re-run tools/preprocess.py on this folder or remove the shard")
+    names = {p.name for p in shards}
+    for side in sorted(folder.glob("*.json")):
+        shard = side.with_name(side.name[: -len(".json")] + SHARD_SUFFIX)
+        if not side.name.startswith(".") and _looks_like_index(side) and shard.name not in names:
+            raise ValueError(f"shard index {side}: its shard {shard.name} is missing")
+    sets: dict[tuple[str, int], set[int]] = {}
+    for p in shards:
+        m = _SET_MEMBER.match(p.name[: -len(SHARD_SUFFIX)])
+        if m:
+            sets.setdefault((m["stem"], int(m["n"])), set()).add(int(m["i"]))
+            width = len(m["i"])
+    for (stem, n), have in sorted(sets.items()):
+        missing = sorted(set(range(n)) - have)
+        if missing:
+            first = f"{stem}-{missing[0]:0{width}d}-of-{n:0{width}d}{SHARD_SUFFIX}"
+            raise ValueError(f"shard folder {folder}: the set {stem}-*-of-{n:0{width}d} is incomplete: "
+                             f"{len(missing)} of {n} shards missing, e.g. {first}")
+    return shards
+
+
+def _looks_like_index(path: Path) -> bool:
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "records" in info and "schema_version" in info
+
+
+def shard_fingerprint(shards: Iterable[str | os.PathLike]) -> list[dict]:
+    """What identifies a shard set for resuming: per shard its name, size in bytes, record count
+    and a hash of its index (clip ids and latent shapes), without reading the records."""
+    out = []
+    for p in shards:
+        p = as_path(p)
+        side = sidecar_path(p)
+        try:
+            index = side.read_bytes()
+            size = p.stat().st_size
+        except OSError as e:
+            raise ValueError(f"shard {p}: cannot read it or its index ({e})") from None
+        records = json.loads(index).get("records", [])
+        out.append({"name": p.name, "bytes": size, "records": len(records),
+                    "index_sha256": hashlib.sha256(index).hexdigest()[:16]})
+    return out
 
 
 def read_sidecar(shard: str | os.PathLike) -> list[dict]:

@@ -27,7 +27,7 @@ from dreamactor_jax.models.layers import (
     merge_heads,
     modulate,
     modulation,
-    rms_norm,
+    qk_norm,
     select_tokens,
     split_heads,
 )
@@ -63,10 +63,11 @@ def _ffn(p: dict, x: jax.Array, lora: dict | None, scale: float) -> jax.Array:
     return linear(p["net_2"], h, _sub(lora, "net_2"), scale)
 
 
-def _qkv(p: dict, x: jax.Array, names: tuple[str, str, str], norms: tuple[str, str] | None, heads: int, lora, s):
-    q, k, v = (split_heads(linear(p[n], x, _sub(lora, n), s), heads) for n in names)
-    if norms is not None:
-        q, k = rms_norm(q, p[norms[0]]["scale"], EPS), rms_norm(k, p[norms[1]]["scale"], EPS)
+def _qkv(p: dict, x: jax.Array, names: tuple[str, str, str], norms: tuple[str, str] | None, cfg: MMDiTConfig, lora, s):
+    q, k, v = (split_heads(linear(p[n], x, _sub(lora, n), s), cfg.num_attention_heads) for n in names)
+    if norms is not None:  # per-head q/k norms of the kind cfg.qk_norm
+        q = qk_norm(q, p.get(norms[0]), cfg.qk_norm, EPS)
+        k = qk_norm(k, p.get(norms[1]), cfg.qk_norm, EPS)
     return q, k, v
 
 
@@ -82,7 +83,7 @@ def _modulations(p: dict, ctx: BlockContext, n: int, seq_len: int, dtype) -> lis
 def refiner_block(p: dict, x: jax.Array, temb: jax.Array, mask: jax.Array, cfg: MMDiTConfig) -> jax.Array:
     """`HunyuanVideoIndividualTokenRefinerBlock`: x [B, L, D], mask [B, 1, L, L] bool."""
     h = layer_norm(x, p["norm1"], EPS)
-    q, k, v = _qkv(p["attn"], h, ("to_q", "to_k", "to_v"), None, cfg.num_attention_heads, None, 1.0)
+    q, k, v = _qkv(p["attn"], h, ("to_q", "to_k", "to_v"), None, cfg, None, 1.0)
     attn = linear(p["attn"]["to_out_0"], merge_heads(attention(q, k, v, mask=mask)))
     gate_msa, gate_mlp = modulation(p["norm_out"]["linear"], temb, 2, x.dtype)
     x = x + attn * gate_msa
@@ -93,20 +94,20 @@ def refiner_block(p: dict, x: jax.Array, temb: jax.Array, mask: jax.Array, cfg: 
 def dual_block(p: dict, lora: dict | None, carry, ctx: BlockContext, cfg: MMDiTConfig):
     """One dual-stream block; carry = (video [B, Sv, D], text [B, St, D])."""
     img, txt = carry
-    dtype, heads, s = img.dtype, cfg.num_attention_heads, ctx.lora_scale
+    dtype, s = img.dtype, ctx.lora_scale
     sv = img.shape[1]
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = _modulations(p["norm1"]["linear"], ctx, 6, sv, dtype)
     c_shift_msa, c_scale_msa, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = modulation(
         p["norm1_context"]["linear"], ctx.temb, 6, dtype
     )
     a, la = p["attn"], _sub(lora, "attn")
-    qi, ki, vi = _qkv(a, modulate(layer_norm(img), shift_msa, scale_msa), ("to_q", "to_k", "to_v"), ("norm_q", "norm_k"), heads, la, s)
+    qi, ki, vi = _qkv(a, modulate(layer_norm(img), shift_msa, scale_msa), ("to_q", "to_k", "to_v"), ("norm_q", "norm_k"), cfg, la, s)
     qt, kt, vt = _qkv(
         a,
         modulate(layer_norm(txt), c_shift_msa, c_scale_msa),
         ("add_q_proj", "add_k_proj", "add_v_proj"),
         ("norm_added_q", "norm_added_k"),
-        heads,
+        cfg,
         la,
         s,
     )
@@ -128,12 +129,12 @@ def dual_block(p: dict, lora: dict | None, carry, ctx: BlockContext, cfg: MMDiTC
 
 def single_block(p: dict, lora: dict | None, x: jax.Array, ctx: BlockContext, cfg: MMDiTConfig) -> jax.Array:
     """One single-stream block over x = [video, text] tokens [B, S, D]."""
-    dtype, heads, s, d = x.dtype, cfg.num_attention_heads, ctx.lora_scale, cfg.hidden_size
+    dtype, s, d = x.dtype, ctx.lora_scale, cfg.hidden_size
     shift, scale, gate = _modulations(p["norm"]["linear"], ctx, 3, x.shape[1], dtype)
     h = modulate(layer_norm(x), shift, scale)
     mlp = gelu_tanh(linear(p["proj_mlp"], h, _sub(lora, "proj_mlp"), s))
     mlp = constrain(mlp, ("batch", "seq", "act_mlp"))
-    q, k, v = _qkv(p["attn"], h, ("to_q", "to_k", "to_v"), ("norm_q", "norm_k"), heads, _sub(lora, "attn"), s)
+    q, k, v = _qkv(p["attn"], h, ("to_q", "to_k", "to_v"), ("norm_q", "norm_k"), cfg, _sub(lora, "attn"), s)
     q = apply_rope(q, ctx.rope_cos, ctx.rope_sin)
     k = apply_rope(k, ctx.rope_cos, ctx.rope_sin)
     o = merge_heads(attention(q, k, v, kv_lengths=ctx.kv_lengths, impl=cfg.attention_impl))

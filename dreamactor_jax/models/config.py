@@ -14,6 +14,14 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 
 IMAGE_CONDITION_TYPES = (None, "latent_concat", "token_replace")
+# The `qk_norm` values diffusers builds a HunyuanVideo transformer with ("*_across_heads" fail in its
+# constructor: they need a kv_heads it does not pass); "l2" only without dual-stream blocks (their
+# added text projections refuse it).
+QK_NORMS = (None, "rms_norm", "layer_norm", "fp32_layer_norm", "l2")
+_DUAL_QK_NORMS = QK_NORMS[:4]
+# Parameters of each (per-head) qk norm kind, as in diffusers (RMSNorm weight; LayerNorm weight, bias).
+QK_NORM_LEAVES = {None: (), "rms_norm": ("scale",), "layer_norm": ("scale", "bias"), "fp32_layer_norm": (), "l2": ()}
+REFINER_MLP_RATIO = 4.0  # diffusers builds the text refiner with its default ratio, not config.mlp_ratio
 ATTENTION_IMPLS = ("auto", "xla", "cudnn", "tpu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attention", "save_attention_and_dots")
 
@@ -33,7 +41,7 @@ class MMDiTConfig:
     mlp_ratio: float = 4.0
     patch_size: int = 2
     patch_size_t: int = 1
-    qk_norm: str = "rms_norm"
+    qk_norm: str | None = "rms_norm"
     guidance_embeds: bool = True
     text_embed_dim: int = 4096
     pooled_projection_dim: int = 768
@@ -53,21 +61,39 @@ class MMDiTConfig:
             raise ValueError(
                 f"image_condition_type: expected one of {IMAGE_CONDITION_TYPES}, got {self.image_condition_type!r}"
             )
-        if self.qk_norm != "rms_norm":
-            raise ValueError(f"qk_norm: only 'rms_norm' is supported, got {self.qk_norm!r}")
-        if sum(self.rope_axes_dim) != self.attention_head_dim or any(d % 2 for d in self.rope_axes_dim):
-            raise ValueError(
-                f"rope_axes_dim: expected even dims summing to attention_head_dim={self.attention_head_dim}, "
-                f"got {self.rope_axes_dim}"
-            )
+        self._check_architecture()
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention_impl: expected one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"remat_policy: expected one of {REMAT_POLICIES}, got {self.remat_policy!r}")
         for name in ("dtype", "param_dtype"):
-            if getattr(self, name) not in ("float32", "bfloat16", "float16"):
-                raise ValueError(f"{name}: expected float32, bfloat16 or float16, got {getattr(self, name)!r}")
+            if getattr(self, name) not in ("float32", "bfloat16", "float16", "float64"):
+                raise ValueError(f"{name}: expected float32, bfloat16 or float16 (float64: CPU checks), got {getattr(self, name)!r}")
         object.__setattr__(self, "rope_axes_dim", tuple(int(d) for d in self.rope_axes_dim))
+
+    def _check_architecture(self) -> None:
+        """Refuses exactly what diffusers refuses (or cannot run); everything else is built."""
+        ints = ("in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "patch_size",
+                "patch_size_t", "text_embed_dim", "pooled_projection_dim")
+        for name in ints:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        for name in ("num_layers", "num_single_layers", "num_refiner_layers"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name}: expected 0 or more layers, got {getattr(self, name)!r}")
+        if not self.mlp_ratio >= 0:  # 0 builds (feed-forward of width 0: its output is the bias), as in diffusers
+            raise ValueError(f"mlp_ratio: expected >= 0, got {self.mlp_ratio!r}")
+        if self.qk_norm not in QK_NORMS:
+            raise ValueError(f"qk_norm: expected one of {QK_NORMS} (diffusers' Attention), got {self.qk_norm!r}")
+        if self.num_layers > 0 and self.qk_norm not in _DUAL_QK_NORMS:
+            raise ValueError(f"qk_norm: {self.qk_norm!r} is refused by diffusers for the dual-stream blocks "
+                             f"(num_layers={self.num_layers}); expected one of {_DUAL_QK_NORMS}")
+        rope = tuple(self.rope_axes_dim)
+        if len(rope) != 3 or any(int(d) < 0 or int(d) % 2 for d in rope) or sum(rope) != self.attention_head_dim:
+            raise ValueError(
+                f"rope_axes_dim: expected 3 even dims (frames, height, width) summing to "
+                f"attention_head_dim={self.attention_head_dim}, got {rope}"
+            )
 
     # --- derived sizes ---
     @property
@@ -77,6 +103,11 @@ class MMDiTConfig:
     @property
     def mlp_dim(self) -> int:
         return int(self.hidden_size * self.mlp_ratio)
+
+    @property
+    def refiner_mlp_dim(self) -> int:
+        """Feed-forward width of the text refiner blocks: always 4x (diffusers ignores mlp_ratio there)."""
+        return int(self.hidden_size * REFINER_MLP_RATIO)
 
     @property
     def patch_dim(self) -> int:

@@ -118,9 +118,14 @@ def gelu_tanh(x: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------------------------
 
 
+def _stat_dtype(dtype):
+    """Where the reference computes in float32: float32, or float64 for float64 checks on CPU."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def layer_norm(x: jax.Array, p: dict | None = None, eps: float = 1e-6) -> jax.Array:
     """LayerNorm over the last axis; statistics in float32, optional affine `p = {scale, bias}`."""
-    x32 = x.astype(jnp.float32)
+    x32 = x.astype(_stat_dtype(x.dtype))
     mean = jnp.mean(x32, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
     y = ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
@@ -131,9 +136,28 @@ def layer_norm(x: jax.Array, p: dict | None = None, eps: float = 1e-6) -> jax.Ar
 
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:
     """RMSNorm over the last axis (diffusers `RMSNorm`: variance in float32, then times weight)."""
-    x32 = x.astype(jnp.float32)
+    x32 = x.astype(_stat_dtype(x.dtype))
     var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
     return (x32 * jax.lax.rsqrt(var + eps)).astype(x.dtype) * scale.astype(x.dtype)
+
+
+def qk_norm(x: jax.Array, p: dict | None, kind: str | None, eps: float = 1e-6) -> jax.Array:
+    """The per-head query/key norm of diffusers' `Attention(qk_norm=kind)` over the last axis.
+
+    "rms_norm" (weight), "layer_norm" (weight, bias), "fp32_layer_norm" (no affine), "l2"
+    (`F.normalize`: x / max(|x|, eps)), None (identity). Statistics in float32 (or wider).
+    """
+    if kind is None:
+        return x
+    if kind == "rms_norm":
+        return rms_norm(x, p["scale"], eps)
+    if kind in ("layer_norm", "fp32_layer_norm"):
+        return layer_norm(x, p if kind == "layer_norm" else None, eps)
+    if kind == "l2":
+        x32 = x.astype(_stat_dtype(x.dtype))
+        norm = jnp.sqrt(jnp.sum(jnp.square(x32), axis=-1, keepdims=True))
+        return (x32 / jnp.maximum(norm, eps)).astype(x.dtype)
+    raise ValueError(f"qk_norm: unknown kind {kind!r}")
 
 
 def modulation(p: dict, emb: jax.Array, n: int, dtype) -> list[jax.Array]:
@@ -160,11 +184,13 @@ def select_tokens(first: jax.Array, rest: jax.Array, n_first: int, seq_len: int)
 # ----------------------------------------------------------------------------------------------
 
 
-def timestep_sinusoid(t: jax.Array, dim: int = 256, max_period: float = 10000.0) -> jax.Array:
-    """diffusers `Timesteps(dim, flip_sin_to_cos=True, downscale_freq_shift=0)`: [B] -> [B, dim] fp32."""
+def timestep_sinusoid(t: jax.Array, dim: int = 256, max_period: float = 10000.0, dtype=jnp.float32) -> jax.Array:
+    """diffusers `Timesteps(dim, flip_sin_to_cos=True, downscale_freq_shift=0)`: [B] -> [B, dim] fp32
+    (fp64 when `dtype` is float64, for reference checks)."""
     half = dim // 2
-    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-    args = t.astype(jnp.float32)[:, None] * freqs[None, :]
+    sd = _stat_dtype(dtype)
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=sd) / half)
+    args = t.astype(sd)[:, None] * freqs[None, :]
     return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
 
 
@@ -191,12 +217,14 @@ def unpatchify(x: jax.Array, grid: tuple[int, int, int], pt: int, p: int) -> jax
 # ----------------------------------------------------------------------------------------------
 
 
-def rope_cos_sin(grid: tuple[int, int, int], axes_dim: tuple[int, ...], theta: float) -> tuple[jax.Array, jax.Array]:
+def rope_cos_sin(grid: tuple[int, int, int], axes_dim: tuple[int, ...], theta: float,
+                 dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
     """cos, sin tables [T'*H'*W', head_dim] in float32 (diffusers `HunyuanVideoRotaryPosEmbed`)."""
-    coords = jnp.meshgrid(*[jnp.arange(n, dtype=jnp.float32) for n in grid], indexing="ij")
+    sd = _stat_dtype(dtype)
+    coords = jnp.meshgrid(*[jnp.arange(n, dtype=sd) for n in grid], indexing="ij")
     cos, sin = [], []
     for pos, d in zip(coords, axes_dim):
-        freqs = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+        freqs = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=sd) / max(d, 1)))
         ang = pos.reshape(-1)[:, None] * freqs[None, :]
         cos.append(jnp.repeat(jnp.cos(ang), 2, axis=-1))
         sin.append(jnp.repeat(jnp.sin(ang), 2, axis=-1))
@@ -205,7 +233,7 @@ def rope_cos_sin(grid: tuple[int, int, int], axes_dim: tuple[int, ...], theta: f
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     """Rotates adjacent pairs of x [B, S, N, Dh] by the [S, Dh] tables, in float32 like the reference."""
-    x32 = x.astype(jnp.float32)
+    x32 = x.astype(_stat_dtype(x.dtype))
     pairs = rearrange(x32, "... (d two) -> ... d two", two=2)
     rotated = jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
     out = x32 * cos[None, :, None, :] + rotated * sin[None, :, None, :]

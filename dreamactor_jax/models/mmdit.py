@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from dreamactor_jax.models import blocks
 from dreamactor_jax.models.attention import attention  # noqa: F401  (re-exported for users)
-from dreamactor_jax.models.config import MMDiTConfig
+from dreamactor_jax.models.config import QK_NORM_LEAVES, MMDiTConfig
 from dreamactor_jax.models.layers import (
     ParamSpec,
     init_from_specs,
@@ -48,10 +48,14 @@ STACKS = {
 # ----------------------------------------------------------------------------------------------
 
 
-def _attn_spec(d: int, names: tuple[str, ...], out: tuple[str, ...], norms: tuple[str, ...], head_dim: int) -> dict:
+def _attn_spec(cfg: MMDiTConfig, names: tuple[str, ...], out: tuple[str, ...], norms: tuple[str, ...]) -> dict:
+    d = cfg.hidden_size
     spec = {n: linear_spec(d, d, ("embed", "heads")) for n in names}
     spec.update({n: linear_spec(d, d, ("heads", "embed")) for n in out})
-    spec.update({n: norm_spec(head_dim, "head_dim", bias=False) for n in norms})
+    for n in norms:  # per-head q/k norms: parameters only for the kinds that have them
+        leaves = QK_NORM_LEAVES[cfg.qk_norm]
+        if leaves:
+            spec[n] = norm_spec(cfg.attention_head_dim, "head_dim", bias="bias" in leaves)
     return spec
 
 
@@ -65,32 +69,31 @@ def _stack(tree: dict, n: int) -> dict:
 
 def param_specs(cfg: MMDiTConfig) -> dict:
     """Every parameter's `ParamSpec` (shape, logical axes, init), as a nested dict."""
-    d, m, hd = cfg.hidden_size, cfg.mlp_dim, cfg.attention_head_dim
+    d, m = cfg.hidden_size, cfg.mlp_dim
     pt, p = cfg.patch_size_t, cfg.patch_size
     emb = lambda din: {"linear_1": linear_spec(din, d, (None, "embed")), "linear_2": linear_spec(d, d, ("embed", None))}
     refiner = {
         "norm1": norm_spec(d),
-        "attn": _attn_spec(d, ("to_q", "to_k", "to_v"), ("to_out_0",), (), hd),
+        "attn": _attn_spec(cfg, ("to_q", "to_k", "to_v"), ("to_out_0",), ()),
         "norm2": norm_spec(d),
-        "ff": _ff_spec(d, m),
+        "ff": _ff_spec(d, cfg.refiner_mlp_dim),  # 4x whatever mlp_ratio says (as diffusers)
         "norm_out": {"linear": linear_spec(d, 2 * d, ("embed", "mod"))},
     }
     dual = {
         "norm1": {"linear": linear_spec(d, 6 * d, ("embed", "mod"))},
         "norm1_context": {"linear": linear_spec(d, 6 * d, ("embed", "mod"))},
         "attn": _attn_spec(
-            d,
+            cfg,
             ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj"),
             ("to_out_0", "to_add_out"),
             ("norm_q", "norm_k", "norm_added_q", "norm_added_k"),
-            hd,
         ),
         "ff": _ff_spec(d, m),
         "ff_context": _ff_spec(d, m),
     }
     single = {
         "norm": {"linear": linear_spec(d, 3 * d, ("embed", "mod"))},
-        "attn": _attn_spec(d, ("to_q", "to_k", "to_v"), (), ("norm_q", "norm_k"), hd),
+        "attn": _attn_spec(cfg, ("to_q", "to_k", "to_v"), (), ("norm_q", "norm_k")),
         "proj_mlp": linear_spec(d, m, ("embed", "mlp")),
         "proj_out": linear_spec(d + m, d, ("mlp_in", "embed")),
     }
@@ -216,11 +219,11 @@ def _check_inputs(cfg: MMDiTConfig, x, timestep, text, text_mask, pooled, guidan
 def condition_embedding(p: dict, cfg: MMDiTConfig, timestep, pooled, guidance):
     """temb = t_emb + [guidance_emb] + pooled-text emb; plus token-replace emb (t = 0) when needed."""
     dtype = cfg.compute_dtype
-    t_emb = lambda t: mlp2(p["timestep_embedder"], timestep_sinusoid(t).astype(dtype), jax.nn.silu)
+    t_emb = lambda t: mlp2(p["timestep_embedder"], timestep_sinusoid(t, dtype=dtype).astype(dtype), jax.nn.silu)
     pooled_emb = mlp2(p["text_embedder"], pooled.astype(dtype), jax.nn.silu)
     temb = t_emb(timestep) + pooled_emb
     if cfg.guidance_embeds:
-        temb = temb + mlp2(p["guidance_embedder"], timestep_sinusoid(guidance).astype(dtype), jax.nn.silu)
+        temb = temb + mlp2(p["guidance_embedder"], timestep_sinusoid(guidance, dtype=dtype).astype(dtype), jax.nn.silu)
     tr_emb = t_emb(jnp.zeros_like(timestep)) + pooled_emb if cfg.image_condition_type == "token_replace" else None
     return temb, tr_emb
 
@@ -229,10 +232,11 @@ def refine_text(p: dict, cfg: MMDiTConfig, text, text_mask, timestep) -> jax.Arr
     """`HunyuanVideoTokenRefiner`: masked-mean text + t embedding gates 2 self-attention blocks."""
     dtype = cfg.compute_dtype
     m = text_mask.astype(bool)
-    mf = m.astype(jnp.float32)[..., None]
-    pooled = ((text.astype(jnp.float32) * mf).sum(1) / mf.sum(1)).astype(dtype)
+    sd = jnp.promote_types(dtype, jnp.float32)
+    mf = m.astype(sd)[..., None]
+    pooled = ((text.astype(sd) * mf).sum(1) / mf.sum(1)).astype(dtype)
     tt = p["time_text_embed"]
-    temb = mlp2(tt["timestep_embedder"], timestep_sinusoid(timestep).astype(dtype), jax.nn.silu)
+    temb = mlp2(tt["timestep_embedder"], timestep_sinusoid(timestep, dtype=dtype).astype(dtype), jax.nn.silu)
     temb = temb + mlp2(tt["text_embedder"], pooled, jax.nn.silu)
     x = linear(p["proj_in"], text.astype(dtype))
     first_key = (jnp.arange(m.shape[1]) == 0)[None, None, None, :]  # column 0 always attendable
@@ -276,7 +280,7 @@ def forward(
     img = constrain(img, ("batch", "seq", "act_embed"))
     txt = refine_text(params["context_embedder"], cfg, text, text_mask, timestep)
 
-    cos, sin = rope_cos_sin(grid, cfg.rope_axes_dim, cfg.rope_theta)
+    cos, sin = rope_cos_sin(grid, cfg.rope_axes_dim, cfg.rope_theta, dtype)
     n_text = text.shape[1]
     cos = jnp.concatenate([cos, jnp.ones((n_text, cos.shape[1]), cos.dtype)])  # text: no rotation
     sin = jnp.concatenate([sin, jnp.zeros((n_text, sin.shape[1]), sin.dtype)])
@@ -298,5 +302,5 @@ def forward(
 
     scale, shift = modulation(params["norm_out"]["linear"], temb, 2, dtype)  # note: (scale, shift)
     img = layer_norm(img) * (1 + scale) + shift
-    out = linear(params["proj_out"], img).astype(jnp.float32)
+    out = linear(params["proj_out"], img).astype(jnp.promote_types(dtype, jnp.float32))
     return unpatchify(out, grid, pt, p)

@@ -35,6 +35,11 @@ __all__ = [
 Params = dict
 
 
+# diffusers' `get_activation` names (the resnets use `act_fn`; the output norms are always SiLU)
+_ACTIVATIONS = {"silu": jax.nn.silu, "swish": jax.nn.silu, "mish": jax.nn.mish,
+                "gelu": functools.partial(jax.nn.gelu, approximate=False), "relu": jax.nn.relu}
+
+
 @dataclasses.dataclass(frozen=True)
 class VAEConfig:
     """Architecture (diffusers config names) plus runtime switches: tiling, compute dtype, XLA options."""
@@ -49,6 +54,7 @@ class VAEConfig:
     spatial_compression_ratio: int = 8
     temporal_compression_ratio: int = 4
     mid_block_add_attention: bool = True
+    act_fn: str = "silu"  # the resnets' activation (diffusers' get_activation names)
     tiling: Tiling = Tiling()
     dtype: str = "float32"
     # Extra XLA compiler options for the per-tile programs, as ((name, value), ...); the CPU tests
@@ -56,13 +62,22 @@ class VAEConfig:
     xla_options: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self):
-        if self.temporal_compression_ratio != 4:
-            raise ValueError(f"VAEConfig.temporal_compression_ratio: only 4 is supported, got "
-                             f"{self.temporal_compression_ratio}")
-        n = len(self.block_out_channels)
-        if 2 ** (n - 1) < self.spatial_compression_ratio or n < 3:
-            raise ValueError(f"VAEConfig.block_out_channels: {n} blocks cannot give spatial ratio "
-                             f"{self.spatial_compression_ratio} and temporal ratio 4")
+        """Refuses what diffusers refuses or would compute differently from what the config says."""
+        if self.temporal_compression_ratio != 4:  # diffusers' decoder builds 4 only
+            raise ValueError(f"VAEConfig.temporal_compression_ratio: only 4 is supported (as diffusers' "
+                             f"decoder), got {self.temporal_compression_ratio}")
+        n, r = len(self.block_out_channels), self.spatial_compression_ratio
+        if n < 3:  # time is halved by blocks n-3 and n-2 only
+            raise ValueError(f"VAEConfig.block_out_channels: {n} blocks compress time by less than 4 "
+                             f"(diffusers halves it in blocks n-3 and n-2); need 3 or more")
+        if r < 1 or r & (r - 1) or r > 2 ** n:  # diffusers halves space in blocks i < log2(r)
+            raise ValueError(f"VAEConfig.spatial_compression_ratio: {r} is not a power of two up to 2^{n} "
+                             f"({n} blocks); diffusers would compress space by another factor")
+        if self.act_fn not in _ACTIVATIONS:
+            raise ValueError(f"VAEConfig.act_fn: expected one of {sorted(_ACTIVATIONS)}, got {self.act_fn!r}")
+        if self.layers_per_block < 0 or (self.layers_per_block == 0 and len(set(self.block_out_channels)) > 1):
+            raise ValueError(f"VAEConfig.layers_per_block: {self.layers_per_block} with block_out_channels "
+                             f"{self.block_out_channels}: without resnets a block cannot change its channels")
         for c in self.block_out_channels:
             if c % self.norm_num_groups:
                 raise ValueError(f"VAEConfig.block_out_channels: {c} is not divisible by "
@@ -247,9 +262,9 @@ def _group_norm(p: dict, x: jax.Array, groups: int, eps: float = 1e-6) -> jax.Ar
     return y.astype(x.dtype)
 
 
-def _resnet(p: dict, x: jax.Array, groups: int) -> jax.Array:
-    h = _conv(p["conv1"]["conv"], jax.nn.silu(_group_norm(p["norm1"], x, groups)))
-    h = _conv(p["conv2"]["conv"], jax.nn.silu(_group_norm(p["norm2"], h, groups)))
+def _resnet(p: dict, x: jax.Array, groups: int, act=jax.nn.silu) -> jax.Array:
+    h = _conv(p["conv1"]["conv"], act(_group_norm(p["norm1"], x, groups)))
+    h = _conv(p["conv2"]["conv"], act(_group_norm(p["norm2"], h, groups)))
     if "conv_shortcut" in p:
         x = _conv(p["conv_shortcut"]["conv"], x)
     return h + x
@@ -297,11 +312,11 @@ def _mid_attention(p: dict, x: jax.Array, groups: int) -> jax.Array:
     return x + o.reshape(b, t, h, w, c)
 
 
-def _mid_block(p: dict, x: jax.Array, groups: int) -> jax.Array:
-    x = _resnet(p["resnets_0"], x, groups)
+def _mid_block(p: dict, x: jax.Array, groups: int, act=jax.nn.silu) -> jax.Array:
+    x = _resnet(p["resnets_0"], x, groups, act)
     if "attentions_0" in p:
         x = _mid_attention(p["attentions_0"], x, groups)
-    return _resnet(p["resnets_1"], x, groups)
+    return _resnet(p["resnets_1"], x, groups, act)
 
 
 def _upsample(p: dict, x: jax.Array, factor: tuple[int, int, int]) -> jax.Array:
@@ -315,27 +330,27 @@ def _upsample(p: dict, x: jax.Array, factor: tuple[int, int, int]) -> jax.Array:
 
 
 def _encoder(p: dict, cfg: VAEConfig, x: jax.Array) -> jax.Array:
-    g = cfg.norm_num_groups
+    g, act = cfg.norm_num_groups, _ACTIVATIONS[cfg.act_fn]
     x = _conv(p["conv_in"]["conv"], x)
     for i, stride in enumerate(cfg.down_strides()):
-        blk = p[f"down_blocks_{i}"]
+        blk = p.get(f"down_blocks_{i}", {})  # no parameters at all: no resnets, no downsampler
         for j in range(cfg.layers_per_block):
-            x = _resnet(blk[f"resnets_{j}"], x, g)
+            x = _resnet(blk[f"resnets_{j}"], x, g, act)
         if stride is not None:
             x = _conv(blk["downsamplers_0"]["conv"]["conv"], x, stride)
-    x = _mid_block(p["mid_block"], x, g)
+    x = _mid_block(p["mid_block"], x, g, act)
     x = jax.nn.silu(_group_norm(p["conv_norm_out"], x, g))
     return _conv(p["conv_out"]["conv"], x)
 
 
 def _decoder(p: dict, cfg: VAEConfig, z: jax.Array) -> jax.Array:
-    g = cfg.norm_num_groups
+    g, act = cfg.norm_num_groups, _ACTIVATIONS[cfg.act_fn]
     x = _conv(p["conv_in"]["conv"], z)
-    x = _mid_block(p["mid_block"], x, g)
+    x = _mid_block(p["mid_block"], x, g, act)
     for i, factor in enumerate(cfg.up_factors()):
         blk = p[f"up_blocks_{i}"]
         for j in range(cfg.layers_per_block + 1):
-            x = _resnet(blk[f"resnets_{j}"], x, g)
+            x = _resnet(blk[f"resnets_{j}"], x, g, act)
         if factor is not None:
             x = _upsample(blk["upsamplers_0"], x, factor)
     x = jax.nn.silu(_group_norm(p["conv_norm_out"], x, g))

@@ -3,14 +3,23 @@
 One checkpoint (`<workdir>/checkpoints/<step>/`) holds three items:
 - `state`: the train-state pytree `{step, lora, opt_state, rng}` (sharded arrays, Orbax PyTree),
 - `data`: the Grain iterator position, one JSON per process (grain's Orbax handler),
-- `meta`: JSON with the config *fingerprint* (model architecture + LoRA shape) and the full config.
+- `meta`: JSON with the config *fingerprint* (model architecture + LoRA shape), the *data
+  fingerprint* (shard names, sizes, record counts and index hashes; data seed, global batch,
+  shuffling, augmentation) and the full config.
 Resuming from a checkpoint whose fingerprint differs from the run's is an error, not a silent
-partial load. `PreemptionGuard` turns SIGTERM into "save at the next step, then exit".
+partial load; so is a different data fingerprint (the batches would differ from an uninterrupted
+run) unless the run allows it (`resume.allow_data_change`), which then logs what changed.
+A save runs in the background (async); `finish()` waits for it and reports the last *committed*
+step, or discards a save that failed; a killed save leaves only a temporary folder, removed at the
+next start. `PreemptionGuard` turns SIGTERM into "save at the next step, then exit".
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,6 +29,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from dreamactor_jax.utils import resolve_path
+
+log = logging.getLogger("dreamactor_jax.train")
 
 
 def diff_fingerprints(saved: Mapping, current: Mapping, prefix: str = "") -> list[str]:
@@ -38,14 +49,20 @@ class Checkpointer:
     """Keep-N Orbax checkpoint manager for one run directory."""
 
     def __init__(self, directory: str | Path, fingerprint: Mapping, config: Mapping | None = None,
-                 keep: int = 3, async_save: bool = True):
+                 keep: int = 3, async_save: bool = True, data_fingerprint: Mapping | None = None,
+                 writer: bool = False):
         self.directory = resolve_path(directory)  # local (absolute) or gs://
         self.fingerprint = dict(fingerprint)
+        self.data_fingerprint = None if data_fingerprint is None else json_normal(data_fingerprint)
         self.config = dict(config or {})
         self.mngr = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                                 enable_async_checkpointing=async_save),
+                                                 enable_async_checkpointing=async_save,
+                                                 # only the run that writes here may remove the
+                                                 # temporary folders of its killed saves (a reader,
+                                                 # e.g. a warm start, could race a live save)
+                                                 cleanup_tmp_directories=writer),
             item_names=("state", "data", "meta"))
 
     def latest_step(self) -> int | None:
@@ -54,18 +71,30 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self.mngr.all_steps())
 
+    def meta(self, step: int) -> dict:
+        return self.mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
     def check_compatible(self, step: int) -> None:
         """Raises ValueError if checkpoint `step` was made with another model/LoRA config."""
-        meta = self.mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        meta = self.meta(step)
         diffs = diff_fingerprints(json_normal(meta.get("fingerprint", {})), json_normal(self.fingerprint))
         if diffs:
             raise ValueError(f"checkpoint {self.directory}/{step} was made with another config "
                              f"({'; '.join(diffs[:4])}); use a fresh --workdir")
 
+    def data_changes(self, step: int) -> list[str] | None:
+        """What differs between checkpoint `step`'s data and this run's ([] = the same, None = the
+        checkpoint predates data fingerprints)."""
+        saved = self.meta(step).get("data")
+        if saved is None or self.data_fingerprint is None:
+            return None
+        return describe_data_change(saved, self.data_fingerprint)
+
     def save(self, step: int, state: Any, data_iter: Any = None, force: bool = False) -> bool:
-        args = {"state": ocp.args.StandardSave(state),
-                "meta": ocp.args.JsonSave({"fingerprint": json_normal(self.fingerprint),
-                                           "config": json_normal(self.config), "step": int(step)})}
+        meta = {"fingerprint": json_normal(self.fingerprint), "config": json_normal(self.config), "step": int(step)}
+        if self.data_fingerprint is not None:
+            meta["data"] = self.data_fingerprint
+        args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
         if data_iter is not None:
             args["data"] = grain.checkpoint.CheckpointSave(data_iter)
         return self.mngr.save(int(step), args=ocp.args.Composite(**args), force=force)
@@ -83,6 +112,26 @@ class Checkpointer:
 
     def wait(self) -> None:
         self.mngr.wait_until_finished()
+
+    def committed_step(self) -> int | None:
+        """The latest step whose checkpoint is complete on disk (a save in flight does not count)."""
+        self.mngr.reload()
+        return self.mngr.latest_step()
+
+    def finish(self) -> int | None:
+        """Finishes the save in flight, or discards it if it fails; returns the last committed step.
+
+        For every exit path of a training loop: a background save is either completed or leaves
+        nothing but a temporary folder (removed here, and by the next start), never a step that
+        looks saved but is not.
+        """
+        try:
+            self.mngr.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - a failed background save: discard it, say so
+            log.error("checkpoint save failed and was discarded: %s: %s", type(e).__name__, str(e)[:300])
+            for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+        return self.committed_step()
 
     def close(self) -> None:
         self.mngr.wait_until_finished()
@@ -119,6 +168,27 @@ def restore_lora(directory: str | Path, fingerprint: Mapping, shardings: Any = N
     return lora
 
 
+def describe_data_change(saved: Mapping, current: Mapping) -> list[str]:
+    """Readable differences between two data fingerprints (`trainer.data_fingerprint`)."""
+    saved, current = json_normal(saved), json_normal(current)
+    out = []
+    old_shards = {s["name"]: s for s in saved.get("shards", [])}
+    new_shards = {s["name"]: s for s in current.get("shards", [])}
+    gone, added = sorted(set(old_shards) - set(new_shards)), sorted(set(new_shards) - set(old_shards))
+    changed = sorted(n for n in set(old_shards) & set(new_shards) if old_shards[n] != new_shards[n])
+    show = lambda names: ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
+    if gone:
+        out.append(f"shards gone: {show(gone)}")
+    if added:
+        out.append(f"shards added: {show(added)}")
+    if changed:
+        out.append(f"shards changed (size, records or index): {show(changed)}")
+    rest_old = {k: v for k, v in saved.items() if k != "shards"}
+    rest_new = {k: v for k, v in current.items() if k != "shards"}
+    out += diff_fingerprints(rest_old, rest_new)
+    return out
+
+
 def json_normal(x: Any) -> Any:
     """Tuples to lists, numpy scalars to Python, so fingerprints compare equal after a JSON round trip."""
     if isinstance(x, Mapping):
@@ -133,14 +203,17 @@ def json_normal(x: Any) -> Any:
 class PreemptionGuard:
     """SIGTERM sets a flag instead of killing the process; the loop saves a checkpoint and exits.
 
-    With several processes the flag is OR-ed across them (at the steps the loop asks), so every
-    process saves the same step.
+    With several processes the flag is OR-ed across them at every step (`should_stop`, a
+    `process_allgather` of one int32 per process), so every process stops after the same step even
+    when only one host was signalled. `check_seconds` accumulates the time those checks take.
     """
 
     def __init__(self, signals=(signal.SIGTERM,)):
         self.signals = signals
         self.requested = False
         self._previous = {}
+        self.check_seconds = 0.0
+        self.checks = 0
 
     def _handler(self, signum, frame):
         self.requested = True
@@ -158,8 +231,12 @@ class PreemptionGuard:
             signal.signal(s, h)
 
     def should_stop(self) -> bool:
+        """True if any process was asked to stop (same answer on every process; call on all of them)."""
         if jax.process_count() == 1:
             return self.requested
         from jax.experimental import multihost_utils
+        t0 = time.perf_counter()
         flags = multihost_utils.process_allgather(np.asarray(self.requested, np.int32))
+        self.check_seconds += time.perf_counter() - t0
+        self.checks += 1
         return bool(np.any(flags))

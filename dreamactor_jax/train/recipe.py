@@ -51,6 +51,9 @@ def base_config(variant: str = "pose") -> ConfigDict:
         synthetic_clips=4,                    # per shape
         synthetic_shapes="2x4x8",             # latent T'xH'x2W', comma-separated
     ))
+    c.resume = ConfigDict(dict(
+        allow_data_change=False,              # resume even if shards / data seed / batch / augmentation changed
+    ))
     c.mesh = ConfigDict(dict(data=1, fsdp=-1, sequence=1, tensor=1))
     c.train = ConfigDict(dict(
         steps=50_000,

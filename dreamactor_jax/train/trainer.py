@@ -14,14 +14,17 @@ import numpy as np
 
 from dreamactor_jax import sharding
 from dreamactor_jax.data.loader import make_dataset
-from dreamactor_jax.data.shards import list_shards
+from dreamactor_jax.data.shards import list_shards, shard_fingerprint
 from dreamactor_jax.data.synthetic import write_synthetic_shards
 from dreamactor_jax.train import state as st
 from dreamactor_jax.train.checkpoint import Checkpointer, PreemptionGuard, json_normal, restore_lora
 from dreamactor_jax.train.step import batch_tokens, global_batch, make_train_step
-from dreamactor_jax.utils import resolve_path
+from dreamactor_jax.utils import atomic_path, resolve_path
 
 log = logging.getLogger("dreamactor_jax.train")
+
+
+EXIT_PREEMPTED = 75  # launch/train.py's exit status after SIGTERM: checkpoint saved, re-run to resume
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -29,27 +32,38 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def _synthetic_shards(config, spec: st.RunSpec, workdir: Path) -> Path:
-    """Small synthetic shards in `workdir/synthetic_shards` (written once, by process 0)."""
+    """Small synthetic shards in `workdir/synthetic_shards`, written once by process 0 into a
+    temporary folder renamed into place, so an interrupted write never leaves a partial set."""
     folder = workdir / "synthetic_shards"
-    if jax.process_index() == 0 and not any(folder.glob("*.json")):
+    if jax.process_index() == 0 and not folder.exists():
         shapes = [tuple(int(v) for v in s.split("x")) for s in config.data.synthetic_shapes.split(",")]
-        write_synthetic_shards(folder, shapes, clips_per_shape=config.data.synthetic_clips, shards=2,
-                               seed=config.data.seed, channels=spec.model.out_channels,
-                               text_len=8, text_dim=spec.model.text_embed_dim,
-                               pooled_dim=spec.model.pooled_projection_dim)
+        with atomic_path(folder) as tmp:
+            write_synthetic_shards(tmp, shapes, clips_per_shape=config.data.synthetic_clips, shards=2,
+                                   seed=config.data.seed, channels=spec.model.out_channels,
+                                   text_len=8, text_dim=spec.model.text_embed_dim,
+                                   pooled_dim=spec.model.pooled_projection_dim)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("synthetic_shards")
     return folder
 
 
-def _check_metrics(m: dict, step: int, indices: np.ndarray, last_saved: int | None) -> dict:
+def data_fingerprint(config, shards: list[Path]) -> dict:
+    """What must not change between a run and its resume for the batches to be the same: the
+    shards (names, sizes, record counts, index hashes), the data seed, the global batch, the
+    shuffling, and the augmentation the shards were made with (the trainer draws none itself)."""
+    p = config.preprocess
+    return {"shards": shard_fingerprint(shards), "seed": int(config.data.seed),
+            "global_batch": int(config.data.global_batch), "shuffle": True,
+            "augmentation": {"pose_augmentation": bool(p.pose_augmentation), "text_guidance": bool(p.text_guidance)}}
+
+
+def _check_metrics(m: dict, step: int, indices: np.ndarray) -> dict:
     m = {k: float(v) for k, v in jax.device_get(m).items()}
     if not m["finite"]:
         raise NonFiniteLossError(
             f"non-finite loss at step {step} (loss {m['loss']}, grad_norm {m['grad_norm']}, lr {m['lr']:.3g}; "
-            f"batch records {indices.tolist()}); the state was not updated, last checkpoint: "
-            f"{'step ' + str(last_saved) if last_saved is not None else 'none'}. Lower optim.lr or check the data.")
+            f"batch records {indices.tolist()}); the state was not updated. Lower optim.lr or check the data")
     return m
 
 
@@ -61,15 +75,31 @@ def make_base(config, spec: st.RunSpec, mesh) -> dict:
                         fast_compile=config.train.fast_compile)
 
 
+def _resume_checks(ckpt: Checkpointer, step: int, allow_data_change: bool) -> None:
+    """Refuses a resume whose data differ from the checkpoint's (unless allowed: then says what)."""
+    changes = ckpt.data_changes(step)
+    if changes is None:
+        log.warning("checkpoint %d has no data fingerprint (an older run): the data cannot be compared", step)
+    elif changes and not allow_data_change:
+        raise ValueError(f"resume: the data differ from checkpoint {ckpt.directory}/{step} "
+                         f"({'; '.join(changes[:5])}), so the batches would not continue the run; "
+                         f"pass --config.resume.allow_data_change=True to resume anyway, or use a fresh --workdir")
+    elif changes:
+        log.warning("resuming with changed data (resume.allow_data_change): %s", "; ".join(changes))
+
+
 def train(config, workdir: str | Path, *, stop_after: int | None = None,
           on_step: Callable[[int, dict], Any] | None = None) -> dict:
     """Trains (or resumes) the run in `workdir`.
 
     Returns a summary: per-step `losses` and `batches` (this process's record indices) of this
-    invocation, the final `step`, `resumed_from` (a step or None) and the trained `lora`.
+    invocation, the final `step`, `resumed_from` (a step or None), `preempted` (stopped by SIGTERM
+    after saving) and the trained `lora`.
 
     `stop_after`: leave after that many steps in total (as a preemption would: checkpoint, exit).
     `on_step(step, metrics)`: called on process 0 after each logged step (tests, notebooks).
+    Whatever ends the loop (an exception, a NaN loss, Ctrl-C, SIGTERM), a checkpoint save in
+    flight is finished or discarded before leaving, and messages name committed steps only.
     """
     workdir = resolve_path(workdir)  # local (absolute) or gs://
     workdir.mkdir(parents=True, exist_ok=True)
@@ -91,7 +121,7 @@ def train(config, workdir: str | Path, *, stop_after: int | None = None,
             raise ValueError("data.shards: not set (a folder of shards from tools/preprocess.py), "
                              "and data.synthetic is off")
         shards = _synthetic_shards(config, spec, workdir)
-    shard_paths = list_shards(shards)
+    shard_paths = list_shards(shards)  # an unfinished shard or partial set is an error here
     ds = make_dataset(shard_paths, global_batch=config.data.global_batch, seed=config.data.seed,
                       process_index=jax.process_index(), process_count=jax.process_count(),
                       num_threads=config.data.num_threads, prefetch=config.data.prefetch,
@@ -110,9 +140,12 @@ def train(config, workdir: str | Path, *, stop_after: int | None = None,
     # ---------------- state + checkpoint ----------------
     abstract, state_sh = st.state_shardings(spec, mesh)
     fp = st.fingerprint(spec)
-    ckpt = Checkpointer(workdir / "checkpoints", fp, config=config.to_dict(), keep=config.train.keep)
+    ckpt = Checkpointer(workdir / "checkpoints", fp, config=config.to_dict(), keep=config.train.keep,
+                        data_fingerprint=data_fingerprint(config, shard_paths), writer=True)
     resumed_from = ckpt.latest_step()
     if resumed_from is not None:
+        ckpt.check_compatible(resumed_from)
+        _resume_checks(ckpt, resumed_from, bool((config.get("resume") or {}).get("allow_data_change", False)))
         state = ckpt.restore(abstract, data_iter, step=resumed_from)
         log.info("resumed from %s/checkpoints/%d", workdir, resumed_from)
     else:
@@ -126,7 +159,6 @@ def train(config, workdir: str | Path, *, stop_after: int | None = None,
                         "from a pose run: --config.init_lora=runs/pose)")
         state = st.init_state(spec, k_state, mesh, lora=warm, fast_compile=config.train.fast_compile)
     step = int(jax.device_get(state["step"]))
-    last_saved = resumed_from
 
     # ---------------- update ----------------
     train_step = make_train_step(spec, mesh, bool(config.train.fast_compile))
@@ -141,62 +173,82 @@ def train(config, workdir: str | Path, *, stop_after: int | None = None,
                  step, total)
 
     # ---------------- loop ----------------
-    losses, batches, pending, t_last, s_last = [], [], None, time.perf_counter(), step
-    t_start, first = t_last, True
+    losses, batches, t_last, s_last = [], [], time.perf_counter(), step
+    t_start, first, preempted = t_last, True, False
     stop = total if stop_after is None else min(total, stop_after)
 
-    def settle(p):
-        """Checks the metrics of an already dispatched step (NaN guard), logs them."""
+    def settle(metrics, indices, tokens) -> None:
+        """Checks the step's metrics (NaN guard), records and logs them."""
         nonlocal t_last, s_last
-        m = _check_metrics(p["metrics"], p["step"], p["indices"], last_saved)
+        m = _check_metrics(metrics, step, indices)
         losses.append(m["loss"])
-        batches.append(p["indices"].tolist())
-        if p["step"] % config.train.log_every == 0 or p["step"] == stop:
+        batches.append(indices.tolist())
+        if step % config.train.log_every == 0 or step == stop:
             now = time.perf_counter()
-            dt = (now - t_last) / max(p["step"] - s_last, 1)
-            t_last, s_last = now, p["step"]
+            dt = (now - t_last) / max(step - s_last, 1)
+            t_last, s_last = now, step
             m["step_time_s"] = dt
-            m["tokens_per_s"] = p["tokens"] / dt
+            m["tokens_per_s"] = tokens / dt
             if is_main:
                 log.info("step %d/%d  loss %.5f  grad_norm %.4g  lr %.3g  %.3f s/step  %.0f tokens/s",
-                         p["step"], total, m["loss"], m["grad_norm"], m["lr"], dt, m["tokens_per_s"])
+                         step, total, m["loss"], m["grad_norm"], m["lr"], dt, m["tokens_per_s"])
                 if writer is not None:
                     for k, v in m.items():
-                        writer.add_scalar(f"train/{k}", v, p["step"])
+                        writer.add_scalar(f"train/{k}", v, step)
                     writer.flush()
                 if on_step is not None:
-                    on_step(p["step"], m)
+                    on_step(step, m)
 
-    with PreemptionGuard() as guard:
-        while step < stop:
-            local = next(data_iter)
-            batch = global_batch(local, mesh)
-            state, metrics = train_step(state, base, batch)
-            step += 1
-            if first:  # the first step of this process: compile time
-                first = False
-                jax.block_until_ready(metrics)
-                t_last, s_last = time.perf_counter(), step
-                if is_main:
-                    log.info("first step (with compilation) done in %.1f s", t_last - t_start)
-            if pending is not None:
-                settle(pending)
-            pending = {"metrics": metrics, "step": step, "indices": local["index"],
-                       "tokens": batch_tokens(batch["target"].shape, spec)}
-            check_stop = jax.process_count() == 1 or step % config.train.log_every == 0
-            preempted = check_stop and guard.should_stop()
-            if step % config.train.checkpoint_every == 0 or step == stop or preempted:
-                settle(pending)
-                pending = None
-                ckpt.save(step, state, data_iter, force=True)
-                last_saved = step
-            if preempted:
-                log.warning("SIGTERM: saved step %d, exiting", step)
-                break
-        if pending is not None:
-            settle(pending)
-    ckpt.close()
+    # One step at a time: the step's metrics are read before the next is dispatched, so the NaN
+    # guard, the stop flag (agreed by all processes every step) and the data position all refer to
+    # the same step. At full size a step takes seconds; the host gap between steps is milliseconds.
+    guard = PreemptionGuard()
+    try:
+        with guard:
+            while step < stop:
+                local = next(data_iter)
+                batch = global_batch(local, mesh)
+                state, metrics = train_step(state, base, batch)
+                step += 1
+                if first:  # the first step of this process: compile time
+                    first = False
+                    jax.block_until_ready(metrics)
+                    t_last, s_last = time.perf_counter(), step
+                    if is_main:
+                        log.info("first step (with compilation) done in %.1f s", t_last - t_start)
+                settle(metrics, local["index"], batch_tokens(batch["target"].shape, spec))
+                preempted = guard.should_stop()
+                if step % config.train.checkpoint_every == 0 or step == stop or preempted:
+                    ckpt.save(step, state, data_iter, force=True)
+                if preempted:
+                    break
+    except BaseException as e:
+        committed = ckpt.finish()
+        saved = f"step {committed}" if committed is not None else "none"
+        if isinstance(e, NonFiniteLossError):
+            raise NonFiniteLossError(f"{e}; last checkpoint: {saved}") from None
+        log.error("training stopped by %s at step %d; last checkpoint: %s (re-run to resume from it)",
+                  type(e).__name__, step, saved)
+        raise
+    finally:
+        _close(ckpt, writer)
+    if preempted and is_main:
+        log.warning("SIGTERM: saved step %d, exiting (status %d; re-run the same command to resume)",
+                    step, EXIT_PREEMPTED)
+    if guard.checks and is_main:
+        log.info("stop-flag agreement across %d processes: %.2f ms per step (%d steps)",
+                 jax.process_count(), 1e3 * guard.check_seconds / guard.checks, guard.checks)
+    return {"losses": losses, "batches": batches, "step": step, "resumed_from": resumed_from,
+            "preempted": preempted, "lora": state["lora"], "fingerprint": json_normal(fp),
+            "stop_check_s": guard.check_seconds / max(guard.checks, 1)}
+
+
+def _close(ckpt: Checkpointer, writer) -> None:
+    """Closes the checkpointer (its save already finished) and the tensorboard writer, quietly on
+    an error path so the original exception is the one reported."""
+    try:
+        ckpt.close()
+    except Exception as e:  # noqa: BLE001
+        log.error("closing the checkpoint manager failed: %s", e)
     if writer is not None:
         writer.close()
-    return {"losses": losses, "batches": batches, "step": step, "resumed_from": resumed_from,
-            "lora": state["lora"], "fingerprint": json_normal(fp)}

@@ -15,6 +15,7 @@ target)` reads as ONE pytree, straight into target shardings; `load_params` does
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -107,8 +108,27 @@ def pytree_dir(path: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"{path}: no Orbax params checkpoint (expected {PARAMS_DIR}/{PYTREE_ITEM}/_METADATA)")
 
 
+@dataclasses.dataclass(frozen=True)
+class EmptyLeaf:
+    """A zero-size leaf (a stack of zero layers): Orbax cannot store it, config.json lists it."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def empty_leaves(path: str | os.PathLike) -> dict[tuple[str, ...], EmptyLeaf]:
+    """The zero-size leaves a converted folder's config.json records (`_dreamactor.empty_leaves`)."""
+    f = Path(path) / CONFIG_FILE
+    if not f.is_file():
+        return {}
+    info = json.loads(f.read_text()).get("_dreamactor", {})
+    dtype = np.dtype(info.get("dtype", "float32"))
+    return {tuple(k.split("/")): EmptyLeaf(tuple(v), dtype) for k, v in info.get("empty_leaves", {}).items()}
+
+
 def params_metadata(path: str | os.PathLike) -> dict:
-    """Nested dict of Orbax ArrayMetadata (shape, dtype) for every leaf, without reading data."""
+    """Nested dict of Orbax ArrayMetadata (shape, dtype) for every leaf, without reading data
+    (zero-size leaves as `EmptyLeaf`)."""
     import orbax.checkpoint as ocp
 
     # the handler reads `_METADATA` itself; Checkpointer.metadata() needs a step-level
@@ -118,6 +138,8 @@ def params_metadata(path: str | os.PathLike) -> dict:
     meta = getattr(meta, "tree", meta)
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: cannot read the params metadata (got {type(meta).__name__})")
+    for p, leaf in empty_leaves(path).items():
+        _merge(meta, _nest(p, leaf))
     return meta
 
 
@@ -144,7 +166,36 @@ def load_params(path: str | os.PathLike, shardings: Any = None, dtype: Any = Non
     target = jax.tree_util.tree_map(
         lambda m, s: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(dtype or m.dtype), sharding=s), meta, shard_tree
     )
-    return ocp.StandardCheckpointer().restore(pytree_dir(path), target)
+    empty = empty_leaves(path)
+    stored = target
+    for p in empty:  # Orbax restores the stored leaves; the empty ones are made here
+        stored = _without(stored, p)
+    out = ocp.StandardCheckpointer().restore(pytree_dir(path), stored)
+    for p in empty:
+        t = _get(target, p)
+        _merge(out, _nest(p, jax.device_put(np.zeros(t.shape, t.dtype), t.sharding)))
+    return out
+
+
+def _get(tree: dict, path: tuple[str, ...]) -> Any:
+    for name in path:
+        tree = tree[name]
+    return tree
+
+
+def _without(tree: dict, path: tuple[str, ...]) -> dict:
+    """A copy of `tree` without the leaf at `path` (and without containers left empty)."""
+    head, *rest = path
+    out = dict(tree)
+    if rest:
+        sub = _without(tree[head], tuple(rest))
+        if sub:
+            out[head] = sub
+        else:
+            del out[head]
+    else:
+        del out[head]
+    return out
 
 
 def read_config_json(path: str | os.PathLike) -> dict:
@@ -179,16 +230,20 @@ VAE_FIELDS = (
     "spatial_compression_ratio",
     "temporal_compression_ratio",
     "mid_block_add_attention",
+    "act_fn",
 )
+_DOWN_BLOCK, _UP_BLOCK = "HunyuanVideoDownBlock3D", "HunyuanVideoUpBlock3D"
 
 
 def vae_config_from_dict(raw: Mapping[str, Any], **overrides: Any):
     """`VAEConfig` from a diffusers VAE config.json dict (block types and other keys are checked or ignored)."""
     from dreamactor_jax.models.vae import VAEConfig
 
-    act = raw.get("act_fn", "silu")
-    if act != "silu":
-        raise ValueError(f"VAE config: act_fn {act!r} is not supported (expected 'silu')")
+    n = len(raw.get("block_out_channels", VAEConfig.block_out_channels))
+    for key, kind in (("down_block_types", _DOWN_BLOCK), ("up_block_types", _UP_BLOCK)):
+        types = list(raw.get(key, [kind] * n))
+        if types != [kind] * n:  # diffusers builds one block of this (only) type per channel entry
+            raise ValueError(f"VAE config: {key} {types} must be {n} x {kind!r} (one per block_out_channels entry)")
     kwargs = {k: raw[k] for k in VAE_FIELDS if k in raw}
     if "block_out_channels" in kwargs:
         kwargs["block_out_channels"] = tuple(kwargs["block_out_channels"])

@@ -49,6 +49,10 @@ class Target:
     leaf_shapes: dict[tuple[str, ...], tuple[int, ...]]  # params path -> full (stacked) shape
     locate: Callable[[str, int], tuple[tuple[str, ...], int | None]]  # key, ndim -> (path, layer)
     to_flax: Callable[[str, np.ndarray], np.ndarray]  # key, torch-layout array -> params layout
+    stacked_paths: frozenset = frozenset()  # params paths with a leading layer axis
+
+    def stacked(self, path: tuple[str, ...]) -> bool:
+        return tuple(path) in self.stacked_paths
 
 
 def mmdit_target(cfg) -> Target:
@@ -58,6 +62,7 @@ def mmdit_target(cfg) -> Target:
 
     flat = jax.tree_util.tree_flatten_with_path(param_specs(cfg), is_leaf=is_spec)[0]
     leaf_shapes = {tuple(k.key for k in kp): tuple(spec.shape) for kp, spec in flat}
+    stacked = frozenset(tuple(k.key for k in kp) for kp, spec in flat if spec.axes[:1] == ("layers",))
     return Target(
         "mmdit",
         cfg,
@@ -65,6 +70,7 @@ def mmdit_target(cfg) -> Target:
         leaf_shapes,
         diffusers_map.torch_key_to_path,
         lambda key, a: diffusers_map.torch_to_flax(key, a).array,
+        stacked,
     )
 
 
@@ -249,6 +255,9 @@ def validate(source: Source, target: Target, widen_from: int | None = None) -> N
 def plan_leaves(target: Target) -> dict[tuple[str, ...], list[tuple[str, int | None]]]:
     """params path -> the diffusers keys that fill it (with their layer index in a stacked leaf)."""
     plan: dict[tuple[str, ...], list[tuple[str, int | None]]] = {}
+    for path, shape in target.leaf_shapes.items():  # a stacked leaf of zero layers has no source tensor
+        if target.stacked(path) and shape[0] == 0:
+            plan[path] = []
     for key, shape in target.expected.items():
         path, layer = target.locate(key, len(shape))
         plan.setdefault(tuple(path), []).append((key, layer))
@@ -289,6 +298,10 @@ def _read(source: Source, key: str, widen_to: int | None) -> np.ndarray:
 def build_leaf(source: Source, target: Target, path, items, dtype, widen_to=None) -> np.ndarray:
     """One params leaf in `dtype`, gathered from its source tensors (layers of a stacked leaf)."""
     shape = target.leaf_shapes[path]
+    if not items:  # a stack of zero layers
+        if not (target.stacked(path) and shape[0] == 0):
+            raise ValueError(f"weights mapping: {'/'.join(path)} {list(shape)} has no source tensor")
+        return np.empty(shape, dtype)
     if len(items) == 1 and items[0][1] is None:
         key = items[0][0]
         leaf = np.asarray(target.to_flax(key, _read(source, key, widen_to))).astype(dtype, copy=False)
@@ -369,16 +382,21 @@ def convert(
         writer = checkpoint.LeafWriter(tmp / checkpoint.PARAMS_DIR, flush_bytes=flush_bytes)
         # biggest leaves first: the writer's buffer is then empty when the largest one is built
         order = sorted(plan, key=lambda p: -int(np.prod(target.leaf_shapes[p])))
-        nbytes = 0
+        nbytes, empty = 0, {}
         for i, path in enumerate(order):
             leaf = build_leaf(source, target, path, plan[path], np_dtype, WIDE_CHANNELS if widen_from else None)
             nbytes += leaf.nbytes
-            writer.add(path, leaf)
+            if leaf.size:
+                writer.add(path, leaf)
+            else:  # a stack of zero layers: Orbax cannot store it; config.json lists it instead
+                empty["/".join(path)] = list(leaf.shape)
             del leaf
             if log is not None:
                 log(f"[{i + 1}/{len(order)}] {'/'.join(path)} {list(target.leaf_shapes[path])}")
         writer.finalize()
         config = _out_config(source, target, src, np_dtype.name, variant, widen_from)
+        if empty:
+            config["_dreamactor"]["empty_leaves"] = empty
         (tmp / checkpoint.CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         old = None
         if out.exists():

@@ -123,11 +123,15 @@ def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
-def _iter_specs(cfg: MMDiTConfig) -> Iterator[tuple[tuple[str, ...], int | None, tuple[int, ...]]]:
-    """(path, layer, per-layer flax shape) for every tensor of the model."""
+def _flat_specs(cfg: MMDiTConfig) -> list:
+    """(params path, ParamSpec) of every leaf."""
     flat = jax.tree_util.tree_flatten_with_path(param_specs(cfg), is_leaf=is_spec)[0]
-    for kp, spec in flat:
-        path = tuple(k.key for k in kp)
+    return [(tuple(k.key for k in kp), spec) for kp, spec in flat]
+
+
+def _iter_specs(cfg: MMDiTConfig) -> Iterator[tuple[tuple[str, ...], int | None, tuple[int, ...]]]:
+    """(path, layer, per-layer flax shape) for every tensor of the model (none for a stack of 0 layers)."""
+    for path, spec in _flat_specs(cfg):
         if spec.axes[:1] == ("layers",):
             for i in range(spec.shape[0]):
                 yield path, i, spec.shape[1:]
@@ -149,6 +153,12 @@ def state_dict_to_params(state_dict: Mapping[str, Any], cfg: MMDiTConfig, dtype=
         raise ValueError(f"state_dict: {len(missing)} missing keys (e.g. {missing[:3]}), {len(extra)} unexpected (e.g. {extra[:3]})")
     specs = param_specs(cfg)
     out: dict = {}
+    for path, spec in _flat_specs(cfg):  # stacked leaves first: a stack of zero layers has no keys
+        if spec.axes[:1] == ("layers",):
+            node = out
+            for name in path[:-1]:
+                node = node.setdefault(name, {})
+            node[path[-1]] = np.zeros(spec.shape, dtype)
     for key, tensor in state_dict.items():
         shape = tuple(tensor.shape)
         if shape != expected[key]:
@@ -161,8 +171,6 @@ def state_dict_to_params(state_dict: Mapping[str, Any], cfg: MMDiTConfig, dtype=
         if m.layer is None:
             node[leaf] = m.array.astype(dtype)
         else:
-            if leaf not in node:
-                node[leaf] = np.zeros(full.shape, dtype)
             node[leaf][m.layer] = m.array
     return out
 

@@ -179,10 +179,12 @@ class SafetensorsSource:
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> dict:
-    """The original release nests its tensors under "module" / "model" / "state_dict"."""
+    """The original release nests its tensors under "module" (DeepSpeed; "ema" in EMA-only files),
+    others under "model" / "state_dict"; "module" wins when both it and "ema" are there, as in
+    Tencent's loader (load_key "module")."""
     for _ in range(3):
         if isinstance(obj, dict):
-            for wrapper in ("module", "model", "state_dict"):
+            for wrapper in ("module", "ema", "model", "state_dict"):
                 if wrapper in obj and isinstance(obj[wrapper], dict):
                     obj = obj[wrapper]
                     break
