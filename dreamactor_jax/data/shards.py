@@ -17,7 +17,8 @@ A record is `MAGIC | u32 header length | JSON header | raw array bytes`; the hea
 array's dtype, shape and offset and carries `schema_version`, so a reader refuses records written
 by an incompatible version instead of misreading them. A shard `NAME.array_record` has a sidecar
 `NAME.json` listing its clip ids and latent shapes (what the loader needs to bucket by shape
-without decoding); the sidecar is written last, so a shard without one is unfinished.
+without decoding) and the shard's size and sha256 (`file_digest`); the sidecar is written last, so
+a shard without one is unfinished.
 """
 
 from __future__ import annotations
@@ -137,8 +138,19 @@ def write_shard(path: str | os.PathLike, examples: Iterable[tuple[Mapping[str, n
         finally:
             writer.close()
     write_text_atomic(sidecar_path(path), json.dumps(
-        {"schema_version": SCHEMA_VERSION, "records": records}, indent=1))
+        {"schema_version": SCHEMA_VERSION, "records": records, **file_digest(path)}, indent=1))
     return len(records)
+
+
+def file_digest(path: str | os.PathLike) -> dict:
+    """{"bytes": size, "sha256": hex digest} of a file (kept in the sidecar to check the shard later)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return {"bytes": os.path.getsize(path), "sha256": h.hexdigest()}
 
 
 def list_shards(folder: str | os.PathLike) -> list[Path]:
