@@ -16,7 +16,7 @@ a usable checkpoint nothing is generated (never from random weights).
 Videos longer than `--segment-frames` (121, about 5 s) are made in segments: the reference stays
 in every segment and the last `--overlap` generated frames are clamped as the start of the next
 (dreamactor_jax/sampling/long_video.py). The panel size keeps the reference's aspect ratio at
-about 480x832 pixels unless `--height` / `--width` are given (multiples of 16); a driving video of
+the training panel's area (about 480x832 pixels for configs/pose.py) unless `--height` / `--width` are given (multiples of 16); a driving video of
 the other orientation is padded into it (`--fit` to choose). The VAE runs tiled, the tiles sized
 from the free memory (`--vae-tiling`).
 
@@ -206,14 +206,18 @@ def main(argv=None) -> int:
     from dreamactor_jax import media
 
     ref_full = inputs.read_reference(args.ref)
-    h, w = inputs.choose_size(*ref_full.shape[:2], args.height, args.width)
+    pre = plan.config.get("preprocess") or {}
+    area = int(pre.get("height") or 480) * int(pre.get("width") or 832)  # the training panel's area
+    h, w = inputs.choose_size(*ref_full.shape[:2], args.height, args.width, area=area)
     ref = media.resize_to(ref_full, h, w, mode=args.fit or "crop")
-    fps = args.fps or float((plan.config.get("preprocess") or {}).get("fps") or 0) or None
+    fps = args.fps or float(pre.get("fps") or 0) or None
     motion, driving, fps, note = _motion(args, plan, h, w, ref, fps)
     if note:
         print(note, file=sys.stderr)
 
     # ---------------- weights, text, VAE tiling ----------------
+    import jax
+
     from dreamactor_jax.models import vae
     from dreamactor_jax.models.vae_tiling import resolve_tiling
 
@@ -224,6 +228,8 @@ def main(argv=None) -> int:
     tiling, tiling_line = resolve_tiling(args.vae_tiling, [("encode", seg, h, 2 * w), ("decode", seg, h, w)],
                                          base_channels=run.vcfg.block_out_channels[0], dtype=run.vcfg.dtype)
     vcfg = dataclasses.replace(run.vcfg, tiling=tiling)
+    if jax.default_backend() == "cpu" and (run.config.get("train") or {}).get("fast_compile"):
+        vcfg = dataclasses.replace(vcfg, xla_options=(("xla_backend_optimization_level", 0),))  # smoke runs
     print(f"loaded step {run.step} of {args.checkpoint} ({run.variant}) on {run.base} + {run.vae} in "
           f"{time.time() - t0:.0f} s; {h}x{w} per panel, {len(motion)} frames at {fps:g} fps, text: {text_what}, "
           f"CFG {'x%g' % args.guidance_scale if cfg_on else 'off'}; {tiling_line}", file=sys.stderr)
