@@ -11,7 +11,8 @@ OUT/transformer and OUT/vae, which `launch/train.py --config.base_checkpoint=OUT
 --config.preprocess.vae_checkpoint=OUT/vae` and `launch/sample.py` take like real weights.
 `--size tiny` is the `tiny-i2v-33ch` backbone of `configs/pose.py:tiny` with a small 16-channel
 VAE; `--size full` the published shapes (12.8B + 246M parameters: make them on a GPU, in bf16).
-`--no-diffusers` deletes the diffusers folders once converted. The weights mean nothing: what they
+`--no-diffusers` deletes the diffusers folders once converted; `--no-convert` stops after writing
+them (to convert with tools/convert_weights.py, as with downloaded weights). The weights mean nothing: what they
 animate is noise. Needs torch and diffusers (`pip install -e ".[test]"`).
 """
 
@@ -73,10 +74,13 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default=None, choices=("fp32", "bf16"), help="default: fp32 tiny, bf16 full")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-diffusers", action="store_true", help="delete the diffusers folders once converted")
+    p.add_argument("--no-convert", action="store_true", help="only write the diffusers folders")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     args = p.parse_args(argv)
     out = Path(args.out)
     dtype = args.dtype or ("fp32" if args.size == "tiny" else "bf16")
+    if args.no_convert and args.no_diffusers:
+        raise ValueError("--no-convert with --no-diffusers would leave nothing")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise FileExistsError(f"{out}: exists and is not empty (--overwrite to replace it)")
     try:
@@ -103,6 +107,10 @@ def main(argv=None) -> int:
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
     timings["save_s"] = round(time.time() - t0, 1)
+    if args.no_convert:
+        print(json.dumps({"out": str(out), "size": args.size, "dtype": dtype, "transformer_params": n_params[0],
+                          "vae_params": n_params[1], "diffusers": str(hf), **timings}))
+        return 0
     t0 = time.time()
     convert(hf / "transformer", out / "transformer", dtype=dtype, overwrite=args.overwrite)
     timings["convert_transformer_s"] = round(time.time() - t0, 1)
