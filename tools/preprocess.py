@@ -89,6 +89,7 @@ def main(argv) -> int:
                               height=p.height, width=p.width, clips_per_video=p.clips_per_video,
                               clips_per_shard=p.clips_per_shard, pose_augmentation=p.pose_augmentation,
                               text_guidance=p.text_guidance, seed=c.data.seed, orientation=_ORIENT.value)
+    pp.check_vae_source(p.vae, p.vae_checkpoint, _RANDOM_VAE.value)  # before anything slow
     report = pp.Report()
     items = _items(_INPUT.value, report)
     if not items and not report.skipped:

@@ -349,6 +349,14 @@ def run(items: Iterable[Item], out_dir: str | os.PathLike, cfg: PreprocessConfig
     return report
 
 
+def check_vae_source(name: str, checkpoint: str | None, allow_random: bool = False) -> None:
+    """The full-size VAE needs its weights: random ones would make meaningless training latents."""
+    if not checkpoint and name == "hunyuan" and not allow_random:
+        raise ValueError("--config.preprocess.vae_checkpoint: not given; the full-size VAE would encode "
+                         "with random weights (convert it: python tools/convert_weights.py "
+                         "HunyuanVideo-I2V/vae ckpt/vae --dtype fp32; --random_vae to do it anyway)")
+
+
 def make_vae_encoder(name: str, checkpoint: str | None, latent_channels: int | None = None, seed: int = 0, *,
                      tiling="framewise", sizes=(), dtype: str | None = None, allow_random: bool = False,
                      say: Callable[[str], None] = log.info) -> Callable:
@@ -365,16 +373,13 @@ def make_vae_encoder(name: str, checkpoint: str | None, latent_channels: int | N
 
     from dreamactor_jax.models import vae
 
+    check_vae_source(name, checkpoint, allow_random)
     if checkpoint:
         from dreamactor_jax.weights.checkpoint import load_config, load_params
 
         vcfg = load_config(checkpoint)
         params = load_params(checkpoint)
     else:
-        if name == "hunyuan" and not allow_random:
-            raise ValueError("--config.preprocess.vae_checkpoint: not given; the full-size VAE would encode "
-                             "with random weights (convert it: python tools/convert_weights.py "
-                             "HunyuanVideo-I2V/vae ckpt/vae --dtype fp32; --random_vae to do it anyway)")
         over = {} if latent_channels is None else {"latent_channels": latent_channels}
         vcfg = vae.VAEConfig.named(name, **over)
         params = vae.init_params(vcfg, jax.random.PRNGKey(seed))
