@@ -99,6 +99,10 @@ def _check_paths(args) -> None:
             raise ValueError(f"{flag} {path}: is one of the inputs; choose another output path")
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    from dreamactor_jax.models.vae_tiling import TILING_CHOICES, resolve_tiling
+
+    if args.vae_tiling not in TILING_CHOICES:
+        resolve_tiling(args.vae_tiling, [])  # a tile side: checked now, not after loading the weights
 
 
 def _text_source(args):
@@ -166,6 +170,7 @@ def _motion(args, plan, h, w, ref, fps):
     from dreamactor_jax.sampling import inputs
 
     flag, path = ("--pose", args.pose) if args.pose else ("--driving", args.driving)
+    inputs.motion_info(path, flag)  # a still image or an unreadable file: before the pose model loads
     est = None
     if args.driving and plan.variant != "e2e":
         est = inputs.make_pose_estimator(args.pose_estimator, det_model=args.det_model, pose_model=args.pose_model)

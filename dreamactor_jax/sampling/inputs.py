@@ -81,14 +81,8 @@ def motion_fit(src_h: int, src_w: int, height: int, width: int, fit: str | None,
     return "crop"
 
 
-def read_motion(path: str | Path, height: int, width: int, *, fps: float | None = None,
-                max_frames: int | None = None, fit: str | None = "crop", what: str = "--driving",
-                estimator: Callable | None = None):
-    """Frames of a video resized to the panel: (uint8 [N, height, width, 3], the fps they are at, the
-    fit used, and with `estimator` the PoseClip of the whole source frames mapped into the panel)."""
-    from dreamactor_jax.pose.extract import detection_frame, fit_pose
-    from dreamactor_jax.pose.keypoints import PoseClip
-
+def motion_info(path: str | Path, what: str = "--driving"):
+    """The driving file's `VideoInfo`, or a one-line error: missing, a still image, unreadable, one frame."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{what} {p}: no such file")
@@ -101,6 +95,19 @@ def read_motion(path: str | Path, height: int, width: int, *, fps: float | None 
         raise ValueError(f"{what} {p}: not a readable video ({e})") from None
     if info.num_frames == 1:
         raise ValueError(f"{what} {p}: holds one frame (a still image?); the motion needs a video")
+    return info
+
+
+def read_motion(path: str | Path, height: int, width: int, *, fps: float | None = None,
+                max_frames: int | None = None, fit: str | None = "crop", what: str = "--driving",
+                estimator: Callable | None = None):
+    """Frames of a video resized to the panel: (uint8 [N, height, width, 3], the fps they are at, the
+    fit used, and with `estimator` the PoseClip of the whole source frames mapped into the panel)."""
+    from dreamactor_jax.pose.extract import detection_frame, fit_pose
+    from dreamactor_jax.pose.keypoints import PoseClip
+
+    p = Path(path)
+    info = motion_info(p, what)
     rate = float(fps or info.fps)
     if not rate > 0:
         raise ValueError(f"{what} {p}: unknown frame rate; pass --fps")
