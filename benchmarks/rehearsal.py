@@ -206,8 +206,8 @@ def parse_args(argv):
     p.add_argument("--transformer", help="a real diffusers HunyuanVideo-I2V transformer folder (skips 'models')")
     p.add_argument("--vae", help="a real diffusers AutoencoderKLHunyuanVideo folder (with --transformer)")
     p.add_argument("--text-embeddings", help="a real tools/encode_text.py file with the video ids and 'prompt'")
-    p.add_argument("--hf-dir", default="auto", help="where the random diffusers folders go (auto: /dev/shm "
-                   "when it has room, else WORKDIR/hf)")
+    p.add_argument("--hf-dir", default="auto", help="where the random diffusers folders go (auto: full size in "
+                   "/dev/shm when it has room, removed after the peft stage; else WORKDIR/hf)")
     p.add_argument("--train-steps", type=int, default=2, help="steps of the first run (the resume adds one)")
     p.add_argument("--sample-steps", type=int, default=2, help="denoising steps per segment")
     p.add_argument("--deadline", type=float, help="seconds: start no step after it")
@@ -217,10 +217,12 @@ def parse_args(argv):
 
 
 def _hf_dir(args, work: Path, need_gib: float) -> Path:
+    """Where the random diffusers folders go: 26 GB at full size, written once and read twice (convert,
+    peft), so RAM (/dev/shm) when it has room saves disk and time."""
     if args.hf_dir != "auto":
         return Path(args.hf_dir)
     shm = Path("/dev/shm")
-    if shm.is_dir() and shutil.disk_usage(shm).free > need_gib * 1.15 * GIB:
+    if not args.tiny and shm.is_dir() and shutil.disk_usage(shm).free > need_gib * 1.15 * GIB:
         return shm / ("dreamactor-rehearsal-" + str(abs(hash(str(work.resolve()))) % 10 ** 8))
     return work / "hf"
 
@@ -344,6 +346,11 @@ def main(argv=None) -> int:
         r.run("peft", "diffusers + PEFT vs the project",
               [py, "benchmarks/rehearsal_peft.py", "--run", run, "--base", ck_t, "--diffusers", hf_t,
                "--lora", lora, "--json", out / "peft.json", "--size", "tiny" if tiny else "full", *dev], env)
+        if (out / "peft.json").is_file():
+            r.record["peft"] = json.loads((out / "peft.json").read_text())
+        if not args.transformer and str(hf).startswith("/dev/shm/"):
+            shutil.rmtree(hf, ignore_errors=True)  # 26 GB of RAM; the peft stage was its last reader
+            r.say(f"[peft] removed {hf}")
     r.summary()
     r.save()
     failed = [s for s in r.record["steps"] if s.get("rc") not in (0, None)]
