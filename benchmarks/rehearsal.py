@@ -216,6 +216,21 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def _machine() -> dict:
+    from importlib import metadata
+
+    info = {"python": sys.version.split()[0]}
+    for pkg in ("jax", "jaxlib", "torch", "diffusers", "peft", "orbax-checkpoint"):
+        try:
+            info[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    if shutil.which("nvidia-smi"):
+        info["gpus"] = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip()
+    info["cpus"] = os.cpu_count()
+    return info
+
+
 def _hf_dir(args, work: Path, need_gib: float) -> Path:
     """Where the random diffusers folders go: 26 GB at full size, written once and read twice (convert,
     peft), so RAM (/dev/shm) when it has room saves disk and time."""
@@ -245,7 +260,7 @@ def main(argv=None) -> int:
     py = sys.executable
     tiny = args.tiny
     r.record.update(mode="tiny (CPU)" if tiny else "full size", workdir=str(work),
-                    real_weights=bool(args.transformer), stages=stages)
+                    real_weights=bool(args.transformer), stages=stages, machine=_machine())
     hf = Path(args.transformer).parent if args.transformer else _hf_dir(args, work, 0.01 if tiny else 27)
     hf_t = Path(args.transformer) if args.transformer else hf / "diffusers" / "transformer"
     hf_v = Path(args.vae) if args.vae else hf / "diffusers" / "vae"
@@ -303,12 +318,22 @@ def main(argv=None) -> int:
                                          "--overwrite", "--quiet"], env)
         r.run("convert", "vae", [py, "tools/convert_weights.py", hf_v, ck_v, "--dtype", "fp32", "--overwrite",
                                  "--quiet"], env)
+        free = shutil.disk_usage(work).free / GIB
+        if not args.transformer and not tiny and not str(hf).startswith("/dev/shm/") and free < 45 and ck_t.exists():
+            shutil.rmtree(hf_t, ignore_errors=True)  # the peft stage remakes it from its seed
+            r.say(f"[convert] {free:.0f} GiB of disk left: removed {hf_t} (peft remakes it from its seed)")
     if stage("preprocess", needs=(inp / "manifest.jsonl", ck_v)):
         shutil.rmtree(shards, ignore_errors=True)
         r.run("preprocess", f"{frames} frames, both orientations",
               [py, "tools/preprocess.py", f"--config={config}", f"--input={inp / 'manifest.jsonl'}",
                f"--output={shards}", f"--text_embeddings={inp / 'text.safetensors'}", *pre], env)
-    train = [py, "launch/train.py", f"--config={config}", f"--workdir={run}",
+    import importlib.util
+
+    extra = []
+    if importlib.util.find_spec("tensorboardX") is None:  # not on the GPU image; the logs are in the record
+        extra = ["--config.train.tensorboard=False"]
+        r.say("[train] tensorboardX is not installed here: --config.train.tensorboard=False")
+    train = [py, "launch/train.py", f"--config={config}", f"--workdir={run}", *extra,
              f"--config.base_checkpoint={ck_t}", f"--config.preprocess.vae_checkpoint={ck_v}",
              f"--config.data.shards={shards}", "--config.data.synthetic=False", "--config.train.log_every=1",
              "--config.train.checkpoint_every=1000", "--config.train.keep=1"]

@@ -57,7 +57,7 @@ def prepare_inputs(assets: Path, dest: Path, *, tiny: bool, prepared: str | None
                              f"this run is {'tiny' if tiny else 'full size'}")
         for f in src.iterdir():
             if f.is_file():
-                shutil.copy2(f, dest / f.name)
+                shutil.copyfile(f, dest / f.name)
         return {**info, "from": str(src)}
     import numpy as np
     from PIL import Image
@@ -76,7 +76,7 @@ def prepare_inputs(assets: Path, dest: Path, *, tiny: bool, prepared: str | None
             v = media.resize_to(v, 16 * round(info.height * s / 16), 16 * round(info.width * s / 16), mode="crop")
             media.write_video(dest / f"{vid}.mp4", v, info.fps)
         else:
-            shutil.copy2(assets / name, dest / f"{vid}.mp4")
+            shutil.copyfile(assets / name, dest / f"{vid}.mp4")
     lid, src_id, (h, w) = LANDSCAPE
     if tiny:
         h, w = h * 2 // 5 // 16 * 16, w * 2 // 5 // 16 * 16
@@ -110,7 +110,7 @@ def write_text_file(path: Path, mcfg, ids: list[str], real: str | None = None) -
     """A text embeddings file for `ids` + "prompt" at the backbone's widths: a copy of `real`, or random
     (seeded; the shapes of tools/encode_text.py's T2V output: 256 tokens, some valid) with a null prompt."""
     if real:
-        shutil.copy2(real, path)
+        shutil.copyfile(real, path)
         return
     import numpy as np
 
