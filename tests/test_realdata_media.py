@@ -180,3 +180,49 @@ def test_fit_clip_and_detection_frame():
     assert detection_frame(big).shape == (DETECT_MAX_SIDE, DETECT_MAX_SIDE // 2, 3)
     small = np.zeros((300, 200, 3), np.uint8)
     assert detection_frame(small) is small
+
+
+# ------------------------------------------------------------------------- tools/extract_pose.py
+def _extract_pose(argv, capsys, monkeypatch, estimator):
+    import importlib.util
+
+    import dreamactor_jax.pose.extract as ex
+    from dreamactor_jax.utils import cli_main
+
+    monkeypatch.setattr(ex, "make_estimator", lambda *a, **k: estimator)
+    spec = importlib.util.spec_from_file_location("xp", ROOT / "tools" / "extract_pose.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    try:
+        cli_main(mod.main, [str(a) for a in argv])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def test_extract_pose_nobody_found_is_an_error_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    rng = np.random.default_rng(0)
+    media.write_video(tmp_path / "empty_room.mp4", rng.integers(0, 255, (6, 48, 64, 3), np.uint8), fps=8)
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), np.uint8)).save(tmp_path / "room.png")
+    nobody = lambda frame: PoseFrame.empty()  # noqa: E731
+    for src, out in (("empty_room.mp4", "p.mp4"), ("room.png", "p.png")):
+        code, err = _extract_pose([tmp_path / src, "-o", tmp_path / out, "--json", tmp_path / "k.json", "--quiet",
+                                   "--input-kind", "video"] if src.endswith("mp4") else
+                                  [tmp_path / src, "-o", tmp_path / out], capsys, monkeypatch, nobody)
+        assert code == 2 and "no person found" in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty_room.mp4", "room.png"]
+
+
+def test_extract_pose_output_suffixes(tmp_path, capsys, monkeypatch):
+    media.write_video(tmp_path / "v.mp4", _levels(4), fps=8)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "i.png")
+    someone = lambda frame: PoseFrame.from_body(np.full((1, 18, 3), 0.5))  # noqa: E731
+    cases = [([tmp_path / "v.mp4", "-o", tmp_path / "x.png"], "output is an .mp4"),
+             ([tmp_path / "i.png", "-o", tmp_path / "x.mp4"], "output is one"),
+             ([tmp_path / "v.mp4", "-o", tmp_path / "x.mp4", "--json", tmp_path / "k.txt"], "--json"),
+             ([tmp_path / "v.mp4", "-o", tmp_path / "v.mp4"], "is the input")]
+    for argv, needle in cases:
+        code, err = _extract_pose(argv, capsys, monkeypatch, someone)
+        assert code == 2 and needle in err and err.count("\n") == 1, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["i.png", "v.mp4"]
