@@ -67,20 +67,26 @@ def smoke(tmp_path_factory):
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "done: step 3" in r.stdout
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 48, 3), np.uint8)).save(root / "ref.png")
-    _pose_video(root / "pose.mp4", 12, 96, 64)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 80, 3), np.uint8)).save(root / "ref.png")
+    _pose_video(root / "pose.mp4", 12, 96, 64)  # a portrait driver for a landscape reference
     return {"root": root, "run": root / "run", "seconds": time.time() - t0}
 
 
 def test_readme_smoke_test_animates(smoke, tmp_path, capsys):
     t0 = time.time()
-    out = tmp_path / "tiny.mp4"
+    out, sbs = tmp_path / "tiny.mp4", tmp_path / "sbs.mp4"
     code, so, se = sample(["--checkpoint", smoke["run"], "--ref", smoke["root"] / "ref.png", "--pose",
-                           smoke["root"] / "pose.mp4", "-o", out, "--no-text", "--steps", 4, "--quiet"], capsys)
+                           smoke["root"] / "pose.mp4", "-o", out, "--side-by-side", sbs, "--no-text", "--steps", 4,
+                           "--quiet"], capsys)
     assert code == 0, se
     v = media.read_video(out)
-    assert v.shape == (12, 48, 32, 3) and v.std() > 1.0  # the reference aspect at about the training area
+    assert v.shape == (12, 32, 48, 3) and v.std() > 1.0  # the reference's aspect at about the training area
     assert "text: none" in se and "CFG off" in se and "VAE tiling: auto -> framewise only" in se
+    warn = [ln for ln in se.splitlines() if ln.startswith("warning:")]  # portrait driver, landscape panel
+    assert len(warn) == 1 and "portrait" in warn[0] and "--fit" in warn[0] and "--height" in warn[0]
+    pose = media.read_video(sbs)[0, :, 48:96]
+    cols = np.nonzero(pose.max(-1).max(0) > 60)[0]
+    assert 6 < cols.min() and cols.max() < 42  # padded into the panel: the whole skeleton, centred
     print(f"smoke test: base + 3 training steps {smoke['seconds']:.0f} s, sampling {time.time() - t0:.0f} s")
 
 
@@ -132,45 +138,39 @@ def test_bad_inputs_fail_before_slow_work(smoke, tmp_path, capsys, monkeypatch):
     assert not out.exists() and not (tmp_path / "x.png").exists()
 
 
-def test_portrait_driver_is_padded_and_posed_at_source_size(smoke, tmp_path, capsys, monkeypatch):
+def test_driving_video_poses_at_source_size_and_orientation(tmp_path, capsys):
     seen = set()
 
-    def estimator(*a, **k):
-        def est(frame):
-            seen.add(frame.shape[:2])
-            return standard_person((0.5, 0.5), 0.9)
-        return est
-    monkeypatch.setattr(inputs, "make_pose_estimator", estimator)
-    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 80, 3), np.uint8)).save(tmp_path / "wide.png")
+    def est(frame):
+        seen.add(frame.shape[:2])
+        return standard_person((0.5, 0.5), 0.9)
     rng = np.random.default_rng(2)
-    media.write_video(tmp_path / "tall.mp4", rng.integers(0, 255, (9, 160, 80, 3), np.uint8), fps=8)
-    args = ["--checkpoint", smoke["run"], "--ref", tmp_path / "wide.png", "--driving", tmp_path / "tall.mp4",
-            "--no-text", "--steps", 2, "--quiet", "--side-by-side", tmp_path / "sbs.mp4"]
-    code, _, se = sample(args + ["-o", tmp_path / "a.mp4"], capsys)
-    assert code == 0, se
-    assert seen == {(160, 80)}  # whole source frames, not the 32x48 panel
-    warn = [ln for ln in se.splitlines() if ln.startswith("warning:")]
-    assert len(warn) == 1 and "portrait" in warn[0] and "--fit" in warn[0] and "--height" in warn[0]
-    sbs = media.read_video(tmp_path / "sbs.mp4")
-    pose = sbs[0, :, 2 * sbs.shape[2] // 4: 3 * sbs.shape[2] // 4]
-    assert pose.shape[:2] == (32, 48) or pose.shape[0] < pose.shape[1]  # a landscape panel (the reference's)
-    drawn = np.nonzero(pose.max(-1).max(0) > 40)[0]
-    assert drawn.min() > 3 and drawn.max() < pose.shape[1] - 4  # padded: the whole skeleton, centred
-    code, _, se = sample(args + ["-o", tmp_path / "b.mp4", "--fit", "crop"], capsys)
-    assert code == 0 and "warning:" not in se
+    media.write_video(tmp_path / "tall.mp4", rng.integers(0, 255, (5, 160, 80, 3), np.uint8), fps=8)
+    frames, fps, fit, clip = inputs.read_motion(tmp_path / "tall.mp4", 32, 48, fit=None, estimator=est)
+    assert seen == {(160, 80)} and fit == "pad" and frames.shape == (5, 32, 48, 3) and fps == 8
+    warn = capsys.readouterr().err
+    assert warn.count("warning:") == 1 and "portrait" in warn and "--fit" in warn
+    # padded: the 80x160 source is 16x32 in the middle of the 48-wide panel; a centred person stays centred
+    np.testing.assert_allclose(clip.frames[0].body[0, 1, :2], [0.5, 0.5 + (0.2 - 0.5) * 0.9], atol=1e-6)
+    rendered, st = inputs.pose_from_clip(clip)
+    assert rendered.shape == (5, 32, 48, 3) and st["empty"] == 0
+    _, _, fit, clip = inputs.read_motion(tmp_path / "tall.mp4", 32, 48, fit="crop", estimator=est)
+    assert fit == "crop" and "warning" not in capsys.readouterr().err
+    assert clip.frames[0].body[0, 1, 1] < 0  # cropped: the neck is above the panel
+    # a landscape driver for a landscape panel: crop, silently
+    media.write_video(tmp_path / "wide.mp4", rng.integers(0, 255, (5, 80, 160, 3), np.uint8), fps=8)
+    assert inputs.read_motion(tmp_path / "wide.mp4", 32, 48, fit=None)[2] == "crop"
+    assert capsys.readouterr().err == ""
 
 
-def test_truncated_driver_is_reported(smoke, tmp_path, capsys):
+def test_truncated_driver_is_reported(tmp_path, capsys):
     ffmpeg = pytest.importorskip("imageio_ffmpeg").get_ffmpeg_exe()
     _pose_video(tmp_path / "full.mp4", 30, 96, 96)
     subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-i", str(tmp_path / "full.mp4"), "-c", "copy",
                     "-movflags", "+faststart", str(tmp_path / "fs.mp4")], check=True)
     data = (tmp_path / "fs.mp4").read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
-    code, so, se = sample(["--checkpoint", smoke["run"], "--ref", smoke["root"] / "ref.png", "--pose",
-                           tmp_path / "cut.mp4", "-o", tmp_path / "o.mp4", "--no-text", "--steps", 2, "--quiet"],
-                          capsys)
-    assert code == 0, se
-    warn = [ln for ln in se.splitlines() if ln.startswith("warning:")]
-    assert len(warn) == 1 and "truncated: decoding stops at frame" in warn[0] and "of the 30 its header" in warn[0]
-    assert 1 < len(media.read_video(tmp_path / "o.mp4")) < 30
+    frames, _, _, _ = inputs.read_motion(tmp_path / "cut.mp4", 32, 32, what="--pose")
+    warn = capsys.readouterr().err.splitlines()
+    assert len(warn) == 1 and "--pose" in warn[0] and "truncated: decoding stops at frame" in warn[0]
+    assert "of the 30 its header declares" in warn[0] and 1 < len(frames) < 30
