@@ -99,7 +99,7 @@ def test_orientation_source_poses_keypoints_files_and_skips(data, encoder, tmp_p
     for meta, arrays in got.values():  # the zero text: one valid zero token
         assert meta["text"] == "zero" and arrays["text"].shape == (1, 32) and not arrays["text"].any()
         assert arrays["text_mask"].tolist() == [1] and not arrays["pooled"].any()
-    assert "skipped 3 inputs" in report.summary()
+    assert "skipped 3 inputs" in report.summary() and report.zero_text == 3 and report.null_text == 0
 
 
 def test_fixed_orientation_is_counted(data, encoder, tmp_path):
@@ -201,3 +201,6 @@ def test_cli_errors_and_nothing_written(tmp_path):
                "--config.preprocess.vae=hunyuan"], tmp_path)
     err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert r.returncode == 2 and len(err) == 1 and "--config.preprocess.vae_checkpoint" in err[0], r.stderr[-2000:]
+    r = _tool(["--input", tmp_path / "vids", "--output", tmp_path / "c", "--config.preprocess.vae_chekpoint=x"], tmp_path)
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 2 and len(err) == 1 and "vae_chekpoint" in err[0] and "Traceback" not in r.stderr

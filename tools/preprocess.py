@@ -125,6 +125,21 @@ def _run(argv):
     cli_main(main, argv)
 
 
+def _parse_or_exit(argv) -> list[str]:
+    """Parses the flags once, so a bad flag or a mistyped --config.x key is one line and exit 2."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
+        msg = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split()).strip("'\"")
+        if "Traceback" in msg:  # an error raised by the config file: keep its last line
+            msg = msg.rsplit("Error: ", 1)[-1]
+        if isinstance(e, (AttributeError, KeyError)):
+            msg = f"no such config field '{msg}"
+        print(f"error: bad flag: {msg}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    app.run(_run)
+    rest = _parse_or_exit(sys.argv)
+    app.run(_run, flags_parser=lambda _: rest)

@@ -104,6 +104,7 @@ class Report:
         self.written = 0
         self.already_done = 0
         self.null_text = 0
+        self.zero_text = 0         # clips with the zero text (no text embeddings file)
         self.crossed = 0           # clips cropped across orientation (orientation="config")
         self.damaged: list[str] = []  # shards found damaged on a rerun (removed, their clips redone)
         self.shards: list[str] = []
@@ -114,7 +115,8 @@ class Report:
     def summary(self) -> str:
         n_skip = sum(len(v) for v in self.skipped.values())
         lines = [f"wrote {self.written} clips in {len(self.shards)} new shards; {self.already_done} clips "
-                 f"already done; {self.null_text} clips with the null text; skipped {n_skip} inputs"]
+                 f"already done; {self.null_text} clips with the null text, {self.zero_text} with the zero text; "
+                 f"skipped {n_skip} inputs"]
         if self.damaged:
             lines.append(f"  {len(self.damaged)} damaged shard(s) removed and their clips redone: "
                          + ", ".join(self.damaged[:5]))
@@ -127,6 +129,7 @@ class Report:
 
     def to_dict(self) -> dict:
         return {"written": self.written, "already_done": self.already_done, "null_text": self.null_text,
+                "zero_text": self.zero_text,
                 "crossed_orientation": self.crossed, "damaged_shards": self.damaged, "shards": self.shards,
                 "skipped": dict(self.skipped)}
 
@@ -338,7 +341,8 @@ def run(items: Iterable[Item], out_dir: str | os.PathLike, cfg: PreprocessConfig
                     report.crossed += meta.pop("crossed_orientation")
                     buffer.append((arrays, meta))
                     report.written += 1
-                    report.null_text += not has_caption
+                    report.null_text += meta["text"] == "null"
+                    report.zero_text += meta["text"] == "zero"
                     if len(buffer) >= cfg.clips_per_shard:
                         flush()
             except Skip as e:
