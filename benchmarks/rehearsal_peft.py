@@ -57,7 +57,8 @@ def jax_outputs(base: str, run: str, dtype: str, inp: dict) -> tuple[dict, float
     from dreamactor_jax.sampling.loading import read_adapter
     from dreamactor_jax.weights.checkpoint import load_config, load_params
 
-    mcfg = load_config(base, dtype=dtype, param_dtype=dtype)
+    # XLA attention: at 48 tokens the kernel does not matter, the adapter's mapping does
+    mcfg = load_config(base, dtype=dtype, param_dtype=dtype, attention_impl="xla")
     params = load_params(base, dtype=jnp.dtype(dtype))
     lora, config, _ = read_adapter(run)
     lcfg = lora_lib.LoRAConfig(**dict(config.get("lora") or {}))

@@ -40,3 +40,13 @@ def test_tiny_rehearsal_runs_every_stage(tmp_path):
     assert rec["peft"]["pass"] and rec["peft"]["err_lora"] < 1e-5 < rec["peft"]["effect_lora"]
     assert (out / "sample_frames.png").is_file() and (out / "rehearsal.log").stat().st_size > 0
     assert "NOT RUN" not in r.stdout and "total" in r.stdout.splitlines()[-1]
+    # a later call runs a chosen stage on what the first one left; without the diffusers folder (a
+    # machine short of disk) the peft stage remakes the random base from its seed and checks it
+    import shutil
+
+    shutil.rmtree(work / "hf" / "diffusers" / "transformer")
+    r = subprocess.run([sys.executable, "benchmarks/rehearsal.py", "--tiny", "--workdir", str(work), "--out",
+                        str(tmp_path / "out2"), "--stages", "peft"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    peft = json.loads((tmp_path / "out2" / "peft.json").read_text())
+    assert peft["pass"] and peft["diffusers_model"].startswith("remade from its seed")
