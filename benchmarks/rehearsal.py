@@ -238,7 +238,9 @@ def _hf_dir(args, work: Path, need_gib: float) -> Path:
         return Path(args.hf_dir)
     shm = Path("/dev/shm")
     if not args.tiny and shm.is_dir() and shutil.disk_usage(shm).free > need_gib * 1.15 * GIB:
-        return shm / ("dreamactor-rehearsal-" + str(abs(hash(str(work.resolve()))) % 10 ** 8))
+        import zlib
+
+        return shm / f"dreamactor-rehearsal-{zlib.crc32(str(work.resolve()).encode()):08x}"  # same in every call
     return work / "hf"
 
 
