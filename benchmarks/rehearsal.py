@@ -334,7 +334,8 @@ def main(argv=None) -> int:
     extra = []
     if importlib.util.find_spec("tensorboardX") is None:  # not on the GPU image; the logs are in the record
         extra = ["--config.train.tensorboard=False"]
-        r.say("[train] tensorboardX is not installed here: --config.train.tensorboard=False")
+        if {"train", "resume"} & set(stages):
+            r.say("[train] tensorboardX is not installed here: --config.train.tensorboard=False")
     train = [py, "launch/train.py", f"--config={config}", f"--workdir={run}", *extra,
              f"--config.base_checkpoint={ck_t}", f"--config.preprocess.vae_checkpoint={ck_v}",
              f"--config.data.shards={shards}", "--config.data.synthetic=False", "--config.train.log_every=1",
@@ -345,7 +346,7 @@ def main(argv=None) -> int:
     if stage("resume", needs=(run / "checkpoints" / str(args.train_steps),)):
         r.run("resume", "one more step", train + [f"--config.train.steps={args.train_steps + 1}"], env)
     samples = work / "samples"
-    if stage("preprocess", produces=()) and shards.is_dir():
+    if "preprocess" in stages and shards.is_dir():
         from dreamactor_jax.data.shards import list_shards, read_sidecar
 
         counts: dict[str, int] = {}
@@ -372,7 +373,8 @@ def main(argv=None) -> int:
         dev = ["--device", "cpu", "--dtype", "fp32"] if tiny else ["--device", "cuda", "--dtype", "bf16"]
         r.run("peft", "diffusers + PEFT vs the project",
               [py, "benchmarks/rehearsal_peft.py", "--run", run, "--base", ck_t, "--diffusers", hf_t,
-               "--lora", lora, "--json", out / "peft.json", "--size", "tiny" if tiny else "full", *dev], env)
+               "--lora", lora, "--json", out / "peft.json", *dev,
+               *([] if args.transformer else ["--size", "tiny" if tiny else "full"])], env)
         if (out / "peft.json").is_file():
             r.record["peft"] = json.loads((out / "peft.json").read_text())
         if not args.transformer and str(hf).startswith("/dev/shm/"):
