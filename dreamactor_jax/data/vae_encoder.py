@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-log = logging.getLogger("dreamactor_jax.data.preprocess")
+log = logging.getLogger(__name__)
 
 
 def check_vae_source(name: str, checkpoint: str | None, allow_random: bool = False) -> None:
