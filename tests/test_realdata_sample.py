@@ -90,6 +90,21 @@ def test_readme_smoke_test_animates(smoke, tmp_path, capsys):
     print(f"smoke test: base + 3 training steps {smoke['seconds']:.0f} s, sampling {time.time() - t0:.0f} s")
 
 
+ASSETS = ROOT.parent / "shared" / "assets"
+
+
+@pytest.mark.skipif(not (ASSETS / "dance1_right.mp4").exists(), reason="../shared/assets not present")
+def test_readme_smoke_command_with_a_real_dance(smoke, tmp_path, capsys):
+    """The README's third command as written: --driving a real video (MediaPipe), the reference's panel."""
+    pytest.importorskip("mediapipe")
+    code, _, se = sample(["--checkpoint", smoke["run"], "--ref", ASSETS / "ax-11.jpeg", "--driving",
+                          ASSETS / "dance1_right.mp4", "-o", tmp_path / "tiny.mp4", "--no-text", "--frames", 9,
+                          "--quiet"], capsys)
+    assert code == 0, se
+    assert "person found in 9/9 frames" in se and "warning" not in se  # portrait dance, portrait reference
+    assert media.read_video(tmp_path / "tiny.mp4").shape[0] == 9
+
+
 def test_text_is_optional_and_never_fetched(smoke, tmp_path, capsys, monkeypatch):
     import huggingface_hub.constants as hc
 
