@@ -9,7 +9,8 @@
 
 Frames are streamed (read, estimated, drawn, encoded one at a time), so a long video is never
 held in memory; only the keypoints are. The summary line says in how many frames nobody was
-found; when nobody is found in any frame (or on the image) it is an error and nothing is written.
+found; when nobody is found in any frame of a video it is an error and nothing is written (an
+image without anyone, e.g. a non-human reference, still gives its empty pose image, and says so).
 A video's output must end in .mp4, an image's in an image suffix, the keypoints' in .json. An input that already looks like a rendered pose video (`--input-kind auto`, the default)
 is passed through re-encoded, without keypoints. `--retarget REF` rescales the driving skeleton's
 bones to those found on the reference image (dreamactor_jax.pose.retarget); the keypoints are then
@@ -86,8 +87,6 @@ def run_image(args) -> int:
     h, w = image.shape[:2]
     est = _estimator(args, video=False)
     pose = est(image)
-    if pose.num_people == 0:
-        raise ValueError(f"{args.input}: no person found on the image; nothing written")
     clip = PoseClip([pose], w, h)
     out = render_pose(pose, h, w, draw_hands=not args.no_hands, draw_face=not args.no_face)
     with atomic_path(args.output) as tmp:
