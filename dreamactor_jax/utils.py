@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import sys
+import threading
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -107,8 +109,24 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def exit_on_signals(signals=(signal.SIGTERM, signal.SIGHUP)) -> None:
+    """Turns SIGTERM / SIGHUP into `SystemExit(128 + signum)`, so `finally` blocks and `atomic_path`
+    remove their temporaries instead of the process dying with them on disk. Handlers already set
+    (and ones set later, e.g. the trainer's save-on-SIGTERM) take precedence."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+    for s in signals:
+        if signal.getsignal(s) is signal.SIG_DFL:
+            signal.signal(s, handler)
+
+
 def cli_main(main, argv=None) -> None:
-    """Runs `main(argv)`; a ValueError/FileNotFoundError becomes one line on stderr and exit code 2."""
+    """Runs `main(argv)`; a ValueError/FileNotFoundError becomes one line on stderr and exit code 2.
+    SIGTERM exits cleanly (temporary files removed, `exit_on_signals`)."""
+    exit_on_signals()
     try:
         code = main(argv)
     except (ValueError, FileNotFoundError, FileExistsError) as e:

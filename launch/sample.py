@@ -6,23 +6,31 @@
         --prompt "In the video, a ..." --side-by-side compare.mp4
 
 The motion signal follows the checkpoint's config: a pose checkpoint turns `--driving` into
-rendered skeletons (every person found; `--retarget` gives them the reference's bone lengths) or
-takes an already rendered `--pose` video; an end-to-end checkpoint takes the raw `--driving`
-frames (`--raw` asks for that explicitly, and a pose checkpoint refuses it). `--checkpoint` is a training run (`launch/train.py --workdir`); the converted base and VAE
-it was trained on are read from its config (or `--base` / `--vae`), and the adapter is merged once.
-Without a usable checkpoint nothing is generated (never from random weights).
+rendered skeletons (poses estimated on the whole source frames, every person found; `--retarget`
+gives them the reference's bone lengths) or takes an already rendered `--pose` video; an
+end-to-end checkpoint takes the raw `--driving` frames (`--raw` asks for that explicitly, and a pose
+checkpoint refuses it). `--checkpoint` is a training run
+(`launch/train.py --workdir`); the converted base and VAE it was trained on are read from its config
+(or `--base` / `--vae`), checked before any input is read, and the adapter is merged once. Without
+a usable checkpoint nothing is generated (never from random weights).
 
 Videos longer than `--segment-frames` (121, about 5 s) are made in segments: the reference stays
 in every segment and the last `--overlap` generated frames are clamped as the start of the next
 (dreamactor_jax/sampling/long_video.py). The panel size keeps the reference's aspect ratio at
-about 480x832 pixels unless `--height` / `--width` are given (multiples of 16). Text: `--prompt`
-(needs the text encoders) or `--text-embeddings` from tools/encode_text.py; true classifier-free
-guidance at `--guidance-scale` when the prompt is not empty. Outputs are written atomically.
+the training panel's area (about 480x832 pixels for configs/pose.py) unless `--height` / `--width` are given (multiples of 16); a driving video of
+the other orientation is padded into it (`--fit` to choose). The VAE runs tiled, the tiles sized
+from the free memory (`--vae-tiling`).
+
+Text: `--text-embeddings` from tools/encode_text.py, `--prompt` (encoded now with the local text
+encoders; never downloaded here), or `--no-text` (the zero text, no encoder needed); with none of
+them, the empty prompt through the local encoders. True classifier-free guidance at
+`--guidance-scale` when the prompt is not empty. Outputs are written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -42,15 +50,19 @@ def parse_args(argv):
     p.add_argument("--checkpoint", help="training run folder (launch/train.py --workdir) or a step in it")
     p.add_argument("--base", help="converted backbone folder (default: the run's base_checkpoint)")
     p.add_argument("--vae", help="converted VAE folder (default: the run's preprocess.vae_checkpoint)")
-    p.add_argument("--prompt", help="text guidance (encoded now; needs the text encoders)")
-    p.add_argument("--text-embeddings", help="a tools/encode_text.py file (its prompt and null prompt)")
+    txt = p.add_mutually_exclusive_group()
+    txt.add_argument("--prompt", help="text guidance (encoded now; needs the text encoders on this machine)")
+    txt.add_argument("--text-embeddings", help="a tools/encode_text.py file (its prompt and null prompt)")
+    txt.add_argument("--no-text", action="store_true", help="no text: the zero text, no text encoder needed")
     p.add_argument("--text-id", help="which id of --text-embeddings (default: its only / first one)")
     p.add_argument("--text-mode", default="i2v", choices=("t2v", "i2v"), help="text encoder for --prompt")
-    p.add_argument("--text-model-path", help="diffusers pipeline folder of the text encoders for --prompt")
+    p.add_argument("--text-model-path", help="diffusers pipeline folder of the text encoders (default: the "
+                   "Hugging Face cache of hunyuanvideo-community/HunyuanVideo[-I2V] by --text-mode)")
     p.add_argument("--text-device", default="cpu", help="torch device of the text encoders")
     p.add_argument("--height", type=int, help="panel height (multiple of 16; default from the reference)")
     p.add_argument("--width", type=int, help="panel width (multiple of 16; default from the reference)")
-    p.add_argument("--fit", default="crop", choices=("crop", "pad"), help="how inputs meet the panel size")
+    p.add_argument("--fit", choices=("crop", "pad"), help="how inputs meet the panel (default: crop; a "
+                   "driving video of the other orientation: pad)")
     p.add_argument("--frames", type=int, help="animate at most this many frames (default: the whole video)")
     p.add_argument("--fps", type=float, help="sample the driving video at this rate (default: training fps)")
     p.add_argument("--steps", type=int, default=50, help="denoising steps per segment")
@@ -69,17 +81,53 @@ def parse_args(argv):
     p.add_argument("--det-model", help="DWPose detector ONNX (yolox_l.onnx)")
     p.add_argument("--pose-model", help="DWPose whole-body ONNX (dw-ll_ucoco_384.onnx)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: bfloat16 on GPU/TPU, float32 on CPU")
+    p.add_argument("--vae-tiling", default="auto", help="auto (from free memory), framewise, pipeline, off, "
+                   "or a spatial tile side in pixels")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 
-def _check_file(flag: str, path: str | None) -> None:
-    if path is not None and not Path(path).is_file():
-        raise FileNotFoundError(f"{flag} {path}: no such file")
+def _check_paths(args) -> None:
+    for flag in ("--ref", "--driving", "--pose", "--text-embeddings"):
+        path = getattr(args, flag[2:].replace("-", "_"))
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{flag} {path}: no such file")
+    ins = {Path(p).resolve() for p in (args.ref, args.driving, args.pose) if p}
+    for flag, path in (("--output", args.output), ("--side-by-side", args.side_by_side)):
+        if path is None:
+            continue
+        if Path(path).suffix.lower() != ".mp4":
+            raise ValueError(f"{flag} {path}: expected an .mp4 path")
+        if Path(path).resolve() in ins:
+            raise ValueError(f"{flag} {path}: is one of the inputs; choose another output path")
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    from dreamactor_jax.models.vae_tiling import TILING_CHOICES, resolve_tiling
+
+    if args.vae_tiling not in TILING_CHOICES:
+        resolve_tiling(args.vae_tiling, [])  # a tile side: checked now, not after loading the weights
 
 
-def _text(args, ref, mcfg, train_cfg) -> tuple[dict, bool]:
-    """(text cond, uses CFG) from --text-embeddings or --prompt (or the empty prompt)."""
+def _text_source(args):
+    """Where the text comes from, settled before anything slow: ("file", dict) / ("zero", None) /
+    ("encode", model folder). The encoders are looked up locally only (never a hub download)."""
+    if args.text_embeddings:
+        from dreamactor_jax.text.store import load_text_embeddings
+
+        return "file", load_text_embeddings(args.text_embeddings)
+    if args.no_text:
+        return "zero", None
+    from dreamactor_jax.text.embed import local_model_path
+
+    try:
+        return "encode", local_model_path(args.text_model_path, args.text_mode, flag="--text-model-path")
+    except ValueError as e:
+        what = "--prompt" if args.prompt else "the empty prompt (no text flag given)"
+        raise ValueError(f"{what}: {e}; or pass --text-embeddings FILE (tools/encode_text.py) or --no-text") from None
+
+
+def _text(args, source, ref, mcfg, train_cfg) -> tuple[dict, bool, str]:
+    """(text cond, uses CFG, what the text is) from the settled source."""
     from dreamactor_jax.sampling.pipeline import text_cond
 
     guidance = None
@@ -87,10 +135,9 @@ def _text(args, ref, mcfg, train_cfg) -> tuple[dict, bool]:
         guidance = args.embedded_guidance
         if guidance is None:
             guidance = float((train_cfg.get("model") or {}).get("guidance", 1.0))
-    if args.text_embeddings:
-        from dreamactor_jax.text.store import load_text_embeddings
-
-        f = load_text_embeddings(args.text_embeddings)
+    kind, value = source
+    if kind == "file":
+        f = value
         tid = args.text_id or f["ids"][0]
         if tid not in f["index"]:
             raise ValueError(f"--text-id {tid}: not in {args.text_embeddings} (ids: {f['ids'][:5]})")
@@ -99,91 +146,114 @@ def _text(args, ref, mcfg, train_cfg) -> tuple[dict, bool]:
         if null is None and args.guidance_scale != 1.0 and prompt:
             raise ValueError(f"--text-embeddings {args.text_embeddings}: holds no null prompt for CFG; "
                              "re-run tools/encode_text.py or pass --guidance-scale 1")
-    else:
-        try:
-            from dreamactor_jax.text.embed import TextEncoderConfig, encode_texts
+        what = f"{args.text_embeddings} ({tid})"
+    elif kind == "zero":
+        from dreamactor_jax.text.store import zero_text
 
-            kw = {"model_path": args.text_model_path} if args.text_model_path else {}
-            tcfg = TextEncoderConfig(mode=args.text_mode, device=args.text_device, **kw)
-            prompt = args.prompt or ""
-            emb, null, _ = encode_texts(tcfg, [prompt], [ref] if args.text_mode == "i2v" else None, progress=False)
-        except (ImportError, OSError) as e:
-            raise ValueError(f"text encoders: cannot load them ({str(e).splitlines()[0][:160]}); pass "
-                             "--text-embeddings FILE from tools/encode_text.py (--no-text for the empty prompt)") from None
-    if emb.text.shape[-1] != mcfg.text_embed_dim:
-        raise ValueError(f"text embeddings: width {emb.text.shape[-1]}, the backbone takes {mcfg.text_embed_dim}")
+        emb, null, prompt, what = zero_text(mcfg.text_embed_dim, mcfg.pooled_projection_dim), None, "", "none"
+    else:
+        from dreamactor_jax.text.embed import TextEncoderConfig, encode_texts
+
+        tcfg = TextEncoderConfig(mode=args.text_mode, device=args.text_device, model_path=value)
+        prompt = args.prompt or ""
+        emb, null, _ = encode_texts(tcfg, [prompt], [ref] if args.text_mode == "i2v" else None, progress=False)
+        what = f"{'prompt' if prompt else 'empty prompt'} encoded ({args.text_mode})"
+    for name, have, want in (("text", emb.text.shape[-1], mcfg.text_embed_dim),
+                             ("pooled", emb.pooled.shape[-1], mcfg.pooled_projection_dim)):
+        if have != want:
+            raise ValueError(f"text embeddings: {name} width {have}, the backbone takes {want}")
     cfg_on = bool(prompt) and args.guidance_scale != 1.0 and null is not None
     nul = (null.text, null.text_mask, null.pooled) if cfg_on else None
     return text_cond(emb.text, emb.text_mask, emb.pooled, null=nul, scale=args.guidance_scale,
-                     guidance=guidance), cfg_on
+                     guidance=guidance), cfg_on, what
+
+
+def _motion(args, plan, h, w, ref, fps):
+    """(motion frames for the model, the driving frames or None, fps, a note) in the panel."""
+    from dreamactor_jax.sampling import inputs
+
+    flag, path = ("--pose", args.pose) if args.pose else ("--driving", args.driving)
+    inputs.motion_info(path, flag)  # a still image or an unreadable file: before the pose model loads
+    est = None
+    if args.driving and plan.variant != "e2e":
+        est = inputs.make_pose_estimator(args.pose_estimator, det_model=args.det_model, pose_model=args.pose_model)
+    frames, fps, _, clip = inputs.read_motion(path, h, w, fps=fps, max_frames=args.frames, fit=args.fit,
+                                              what=flag, estimator=est)
+    if args.pose:
+        inputs.check_pose_video(frames, f"--pose {path}")
+        return frames, None, fps, ""
+    if plan.variant == "e2e":
+        return frames, frames, fps, ""
+    ref_est = None
+    if args.retarget:
+        ref_est = inputs.make_pose_estimator(args.pose_estimator, det_model=args.det_model,
+                                             pose_model=args.pose_model, video=False)
+    motion, st = inputs.pose_from_clip(clip, what=f"--driving {path}", reference=ref if args.retarget else None,
+                                       ref_estimator=ref_est)
+    note = (f"poses: person found in {st['frames'] - st['empty']}/{st['frames']} frames, up to "
+            f"{st['people']} per frame{', retargeted' if st['retargeted'] else ''}")
+    return motion, frames, fps, note
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    for flag in ("--ref", "--driving", "--pose", "--text-embeddings"):
-        _check_file(flag, getattr(args, flag[2:].replace("-", "_")))
-    if Path(args.output).suffix.lower() != ".mp4":
-        raise ValueError(f"--output {args.output}: expected an .mp4 path")
-    if args.frames is not None and args.frames < 1:
-        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    _check_paths(args)
 
     from dreamactor_jax.sampling import inputs, loading
     from dreamactor_jax.sampling.pipeline import Animator, SampleSettings
 
     settings = SampleSettings(steps=args.steps, shift=args.shift, seed=args.seed,
                               segment_frames=args.segment_frames, overlap=args.overlap)
-    if not args.checkpoint:
-        raise ValueError(f"--checkpoint: not given, and sampling never uses random weights; {loading.HOWTO}")
-    train_cfg, _ = loading.read_config(args.checkpoint)
-    variant = train_cfg.get("variant", "pose")
-    if variant == "e2e" and args.pose:
+    # ---------------- what will be loaded, and the text: checked before any slow work ----------------
+    plan = loading.check(args.checkpoint, base=args.base, vae=args.vae, dtype=args.dtype)
+    if plan.variant == "e2e" and args.pose:
         raise ValueError(f"--pose: checkpoint {args.checkpoint} was trained end-to-end on raw frames; pass --driving")
-    if args.raw and variant != "e2e":
-        raise ValueError(f"--raw: checkpoint {args.checkpoint} is a {variant} checkpoint, trained on rendered "
+    if args.raw and plan.variant != "e2e":
+        raise ValueError(f"--raw: checkpoint {args.checkpoint} is a {plan.variant} checkpoint, trained on rendered "
                          "skeletons; drop --raw to extract poses from --driving, or use an end-to-end checkpoint")
+    text_source = _text_source(args)
 
-    # ---------------- inputs (cheap, checked before the weights are read) ----------------
+    # ---------------- inputs ----------------
     from dreamactor_jax import media
 
     ref_full = inputs.read_reference(args.ref)
-    h, w = inputs.choose_size(*ref_full.shape[:2], args.height, args.width)
-    ref = media.resize_to(ref_full, h, w, mode=args.fit)
-    fps = args.fps or float((train_cfg.get("preprocess") or {}).get("fps") or 0) or None
-    flag, path = ("--pose", args.pose) if args.pose else ("--driving", args.driving)
-    frames, fps = inputs.read_motion(path, h, w, fps=fps, max_frames=args.frames, fit=args.fit, what=flag)
-    driving = frames if args.driving else None
-    if args.pose:
-        inputs.check_pose_video(frames, f"--pose {path}")
-        motion = frames
-    elif variant == "e2e":
-        motion = frames
-    else:
-        est = inputs.make_pose_estimator(args.pose_estimator, det_model=args.det_model, pose_model=args.pose_model)
-        ref_est = inputs.make_pose_estimator(args.pose_estimator, det_model=args.det_model,
-                                             pose_model=args.pose_model, video=False) if args.retarget else None
-        motion, st = inputs.pose_from_video(frames, est, what=f"--driving {path}",
-                                            reference=ref if args.retarget else None, ref_estimator=ref_est, fps=fps)
-        print(f"poses: person found in {st['frames'] - st['empty']}/{st['frames']} frames, up to "
-              f"{st['people']} per frame{', retargeted' if st['retargeted'] else ''}", file=sys.stderr)
+    pre = plan.config.get("preprocess") or {}
+    area = int(pre.get("height") or 480) * int(pre.get("width") or 832)  # the training panel's area
+    h, w = inputs.choose_size(*ref_full.shape[:2], args.height, args.width, area=area)
+    ref = media.resize_to(ref_full, h, w, mode=args.fit or "crop")
+    fps = args.fps or float(pre.get("fps") or 0) or None
+    motion, driving, fps, note = _motion(args, plan, h, w, ref, fps)
+    if note:
+        print(note, file=sys.stderr)
 
-    # ---------------- weights, text ----------------
+    # ---------------- weights, text, VAE tiling ----------------
+    import jax
+
+    from dreamactor_jax.models import vae
+    from dreamactor_jax.models.vae_tiling import resolve_tiling
+
     t0 = time.time()
-    run = loading.load(args.checkpoint, base=args.base, vae=args.vae, dtype=args.dtype)
-    text, cfg_on = _text(args, ref, run.mcfg, run.config)
+    run = loading.load(args.checkpoint, plan=plan)
+    text, cfg_on, text_what = _text(args, text_source, ref, run.mcfg, run.config)
+    seg = min(settings.segment_frames, 4 * ((len(motion) + 2) // 4) + 1)
+    tiling, tiling_line = resolve_tiling(args.vae_tiling, [("encode", seg, h, 2 * w), ("decode", seg, h, w)],
+                                         base_channels=run.vcfg.block_out_channels[0], dtype=run.vcfg.dtype)
+    vcfg = dataclasses.replace(run.vcfg, tiling=tiling)
+    if jax.default_backend() == "cpu" and (run.config.get("train") or {}).get("fast_compile"):
+        vcfg = dataclasses.replace(vcfg, xla_options=(("xla_backend_optimization_level", 0),))  # smoke runs
     print(f"loaded step {run.step} of {args.checkpoint} ({run.variant}) on {run.base} + {run.vae} in "
-          f"{time.time() - t0:.0f} s; {h}x{w} per panel, {len(motion)} frames at {fps:g} fps, "
-          f"CFG {'x%g' % args.guidance_scale if cfg_on else 'off'}", file=sys.stderr)
+          f"{time.time() - t0:.0f} s; {h}x{w} per panel, {len(motion)} frames at {fps:g} fps, text: {text_what}, "
+          f"CFG {'x%g' % args.guidance_scale if cfg_on else 'off'}; {tiling_line}", file=sys.stderr)
 
     # ---------------- sampling ----------------
     from tqdm import tqdm
 
-    from dreamactor_jax.models import vae
     from dreamactor_jax.sampling.velocity import InContextVelocity
 
     animator = Animator(
         InContextVelocity(run.mcfg, true_cfg=cfg_on), run.params,
-        lambda x: vae.encode_latents(run.vparams, run.vcfg, x),
-        lambda z: vae.decode_latents(run.vparams, run.vcfg, z), text, settings)
+        lambda x: vae.encode_latents(run.vparams, vcfg, x),
+        lambda z: vae.decode_latents(run.vparams, vcfg, z), text, settings)
     segments = animator.plan(len(motion))
     bar = tqdm(total=len(segments) * settings.steps, unit="step", disable=args.quiet, file=sys.stderr,
                desc=f"{len(segments)} segment(s)")

@@ -7,7 +7,10 @@
 
 CAPTIONS is what tools/caption.py writes (or any captions file it accepts); --prompt encodes one
 new prompt for launch/sample.py and --no-text the empty prompt, both under --id (default
-"prompt"). --mode i2v uses the LLaVA text encoder of HunyuanVideo-I2V, which also sees the
+"prompt"). The encoders are read from --model-path or the Hugging Face cache; --no-text never
+uses the network (it says at once when the encoders are not on this machine), --prompt and
+--captions may download them unless HF_HUB_OFFLINE=1. Without any text encoder, skip this tool:
+tools/preprocess.py (no --text_embeddings) and launch/sample.py --no-text use the zero text. --mode i2v uses the LLaVA text encoder of HunyuanVideo-I2V, which also sees the
 reference image: from --manifest (by id) or --image. OUT also holds the null prompt's embedding
 (for classifier-free guidance) and, in its metadata, which text path produced each caption.
 Read it with `dreamactor_jax.text.store.load_text_embeddings`.
@@ -83,7 +86,8 @@ def main(argv=None) -> int:
         raise ValueError("--image/--manifest: only used with --mode i2v")
 
     import dataclasses
-    from dreamactor_jax.text.embed import TextEncoderConfig, TextEncoders, encode_prompts, null_embeddings
+    from dreamactor_jax.text.embed import (TextEncoderConfig, TextEncoders, encode_prompts, local_model_path,
+                                           null_embeddings)
     from dreamactor_jax.text.embed import template_crop_start
     from dreamactor_jax.text.store import save_text_embeddings
     cfg = TextEncoderConfig(mode=args.mode, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
@@ -98,8 +102,15 @@ def main(argv=None) -> int:
         else:
             raise ValueError(f"--crop-start: expected reference, auto or a number, got {args.crop_start!r}")
         cfg = dataclasses.replace(cfg, template=dataclasses.replace(cfg.prompt_template, crop_start=crop, **extra))
-    default_path = "hunyuanvideo-community/HunyuanVideo" + ("-I2V" if args.mode == "i2v" else "")
-    cfg = dataclasses.replace(cfg, model_path=args.model_path or default_path)
+    try:
+        path = local_model_path(args.model_path, args.mode, allow_download=not args.no_text)
+    except ValueError as e:
+        if not args.no_text:
+            raise
+        raise ValueError(f"--no-text: {e}; without text encoders, leave the text out instead: "
+                         "tools/preprocess.py without --text_embeddings and launch/sample.py --no-text "
+                         "use the zero text") from None
+    cfg = dataclasses.replace(cfg, model_path=path)
     enc = TextEncoders.load(cfg)
     emb, stats = encode_prompts(enc, texts, images, progress=not args.quiet)
     null = null_embeddings(enc)

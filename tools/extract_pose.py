@@ -9,7 +9,9 @@
 
 Frames are streamed (read, estimated, drawn, encoded one at a time), so a long video is never
 held in memory; only the keypoints are. The summary line says in how many frames nobody was
-found. An input that already looks like a rendered pose video (`--input-kind auto`, the default)
+found; when nobody is found in any frame of a video it is an error and nothing is written (an
+image without anyone, e.g. a non-human reference, still gives its empty pose image, and says so).
+A video's output must end in .mp4, an image's in an image suffix, the keypoints' in .json. An input that already looks like a rendered pose video (`--input-kind auto`, the default)
 is passed through re-encoded, without keypoints. `--retarget REF` rescales the driving skeleton's
 bones to those found on the reference image (dreamactor_jax.pose.retarget); the keypoints are then
 all extracted before drawing (they are small; frames are still streamed). Outputs are written
@@ -162,6 +164,9 @@ def run_video(args) -> int:
             (pose,) = extract_frames([frame], est, stats)
             poses.append(pose)
             yield pose
+        if stats.num_frames and stats.num_empty == stats.num_frames:  # before the output is renamed into place
+            raise ValueError(f"{args.input}: no person found in any of its {stats.num_frames} frames; "
+                             "nothing written (a rendered pose video? --input-kind pose copies it)")
     try:
         if ref is None:
             write_video(args.output, (draw(p) for p in extracted()), fps)
@@ -198,7 +203,18 @@ def main(argv=None) -> int:
         raise FileNotFoundError(f"{src}: no such file")
     if args.num_frames is not None and args.num_frames < 2:
         raise ValueError(f"--num-frames must be at least 2, got {args.num_frames}")
-    return run_image(args) if src.suffix.lower() in IMAGE_SUFFIXES else run_video(args)
+    image = src.suffix.lower() in IMAGE_SUFFIXES
+    out = Path(args.output).suffix.lower()
+    if image and out not in IMAGE_SUFFIXES:
+        raise ValueError(f"-o {args.output}: the input is an image, so the output is one "
+                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if not image and out != ".mp4":
+        raise ValueError(f"-o {args.output}: the input is a video, so the output is an .mp4")
+    if args.json and Path(args.json).suffix.lower() != ".json":
+        raise ValueError(f"--json {args.json}: expected a .json path")
+    if Path(args.output).resolve() == src.resolve():
+        raise ValueError(f"-o {args.output}: is the input; choose another output path")
+    return run_image(args) if image else run_video(args)
 
 
 if __name__ == "__main__":

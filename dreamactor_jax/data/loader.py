@@ -58,7 +58,7 @@ class BatchPlan(grain.MapDataset):
         if self.batches_per_epoch == 0:
             counts = collections.Counter(self._shapes)
             raise ValueError(f"global batch size {global_batch}: no latent shape has that many records "
-                             f"(records per shape: {dict(counts)})")
+                             f"(records per shape: {dict(counts)}); lower --config.data.global_batch or add clips")
         self._epochs = num_epochs
         self._plan = functools.lru_cache(maxsize=2)(self._epoch)
 

@@ -2,17 +2,24 @@
 
 Per input video, `clips_per_video` clips of 49-121 frames (4k + 1, so no frame is lost to the
 VAE's causal 4x compression) are drawn at the target fps, deterministically from (seed, video id),
-so a rerun plans the same clips. Per clip:
-- pose variant: V (the clip, resized/cropped to H x W), its poses (estimator), augmented (sec. 3.3:
-  bone scaling + box normalisation, one draw per clip) and rendered OpenPose-style -> D;
+so a rerun plans the same clips. The panel (one half of the canvas) is `height x width`; with
+`orientation="auto"` (the default) a video of the other orientation gets the transposed panel
+(a portrait dance video trains as 832x480, not centre-cropped into 480x832). Per clip:
+- pose variant: V (the clip, resized/cropped to the panel), its poses, estimated on the whole
+  source frames (or read from the row's `pose` keypoints file, `tools/extract_pose.py --json`)
+  and mapped into the panel, augmented (sec. 3.3: bone scaling + box normalisation, one draw per
+  clip) and rendered OpenPose-style -> D;
 - end-to-end variant: D is the driving video of the row (a pseudo-pair's motion clip, same window);
 - canvas `C` (Eq. 2) and target `V (+) D` through the JAX VAE (`incontext.encode_canvas`: the
   condition latent is zeroed where the mask is 0), the mask `M_r (+) M_m`,
-- text embeddings of the video id from a `tools/encode_text.py` file, or its null prompt.
+- text embeddings of the video id from a `tools/encode_text.py` file, or its null prompt; without
+  a file, the zero text (`text.store.zero_text`: no text encoder needed), counted in the report.
 
 Shards are written atomically, `clips_per_shard` clips each; finished clip ids (from the shard
-sidecars) are skipped on a rerun. Inputs that cannot be used (missing/broken video, too short, no
-person found, bad manifest row) are skipped, counted and reported, never fatal.
+sidecars) are skipped on a rerun, but only from shards that check out (size, checksum, record
+count): a damaged shard is removed and its clips redone. Inputs that cannot be used
+(missing/broken/truncated video, unreadable reference or keypoints, too short, no person found,
+bad manifest row) are skipped, counted and reported, never fatal.
 """
 
 from __future__ import annotations
@@ -28,13 +35,16 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from dreamactor_jax import incontext
-from dreamactor_jax.data.shards import SHARD_SUFFIX, list_shards, read_sidecar, sidecar_path, write_shard
+from dreamactor_jax.data.clip import Skip, make_example
+from dreamactor_jax.data.vae_encoder import check_vae_source, make_vae_encoder, random_vae_params  # noqa: F401
+from dreamactor_jax.data.shards import (SCHEMA_VERSION, SHARD_SUFFIX, file_digest, list_shards, read_sidecar,
+                                        sidecar_path, write_shard)
 from dreamactor_jax.utils import as_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 VIDEO_EXTS = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
 VARIANTS = ("pose", "e2e")
+ORIENTATIONS = ("auto", "config")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,10 +60,13 @@ class PreprocessConfig:
     pose_augmentation: bool = True
     text_guidance: bool = True
     seed: int = 0
+    orientation: str = "auto"  # "auto": the panel takes each video's orientation; "config": height x width
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"preprocess.variant {self.variant!r}: must be one of {VARIANTS}")
+        if self.orientation not in ORIENTATIONS:
+            raise ValueError(f"--orientation {self.orientation!r}: must be one of {ORIENTATIONS}")
         if self.min_frames < 1 or (self.min_frames - 1) % 4 or (self.max_frames - 1) % 4:
             raise ValueError(f"preprocess.min_frames/max_frames {self.min_frames}/{self.max_frames}: "
                              "must be of the form 4k + 1")
@@ -64,15 +77,24 @@ class PreprocessConfig:
         if self.fps <= 0 or self.clips_per_video < 1 or self.clips_per_shard < 1:
             raise ValueError("preprocess.fps, clips_per_video and clips_per_shard must be positive")
 
+    def panel(self, src_h: int, src_w: int) -> tuple[int, int]:
+        """The panel (height, width) for a `src_h x src_w` video (see `orientation`)."""
+        h, w = self.height, self.width
+        if self.orientation == "auto" and src_h != src_w and h != w and (src_h > src_w) != (h > w):
+            h, w = w, h
+        return h, w
+
 
 @dataclasses.dataclass(frozen=True)
 class Item:
-    """One input: the character video, and for e2e the driving video (and optionally a reference image)."""
+    """One input: the character video, for e2e the driving video, optionally a reference image and (pose
+    variant) a keypoints file of the video (`tools/extract_pose.py --json`) used instead of estimating."""
 
     id: str
     video: Path
     driving: Path | None = None
     reference: Path | None = None
+    pose: Path | None = None
 
 
 class Report:
@@ -83,6 +105,9 @@ class Report:
         self.written = 0
         self.already_done = 0
         self.null_text = 0
+        self.zero_text = 0         # clips with the zero text (no text embeddings file)
+        self.crossed = 0           # clips cropped across orientation (orientation="config")
+        self.damaged: list[str] = []  # shards found damaged on a rerun (removed, their clips redone)
         self.shards: list[str] = []
 
     def skip(self, reason: str, what: str) -> None:
@@ -91,14 +116,23 @@ class Report:
     def summary(self) -> str:
         n_skip = sum(len(v) for v in self.skipped.values())
         lines = [f"wrote {self.written} clips in {len(self.shards)} new shards; {self.already_done} clips "
-                 f"already done; {self.null_text} clips with the null text; skipped {n_skip} inputs"]
+                 f"already done; {self.null_text} clips with the null text, {self.zero_text} with the zero text; "
+                 f"skipped {n_skip} inputs"]
+        if self.damaged:
+            lines.append(f"  {len(self.damaged)} damaged shard(s) removed and their clips redone: "
+                         + ", ".join(self.damaged[:5]))
+        if self.crossed:
+            lines.append(f"  {self.crossed} clips centre-cropped from videos of the other orientation "
+                         "(--orientation auto gives them their own panel)")
         for reason, items in sorted(self.skipped.items()):
             lines.append(f"  {len(items)} x {reason}: " + ", ".join(items[:5]) + (" ..." if len(items) > 5 else ""))
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {"written": self.written, "already_done": self.already_done, "null_text": self.null_text,
-                "shards": self.shards, "skipped": dict(self.skipped)}
+                "zero_text": self.zero_text,
+                "crossed_orientation": self.crossed, "damaged_shards": self.damaged, "shards": self.shards,
+                "skipped": dict(self.skipped)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,13 +148,18 @@ def scan_folder(folder: str | os.PathLike) -> list[Item]:
 
 
 def read_manifest(path: str | os.PathLike, report: Report) -> list[Item]:
-    """JSONL rows `{"video": ..., "id"?: ..., "driving"?: ..., "reference"?: ...}` (paths relative to the file).
+    """JSONL rows `{"video": ..., "id"?, "driving"?, "reference"?, "pose"?}` (paths relative to the file).
 
-    A malformed row is skipped and reported, not fatal.
+    A malformed row is skipped and reported, not fatal; a file that is not text is an error.
     """
     path = Path(path)
     items, seen = [], set()
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"--input {path}: neither a folder, a video ({', '.join(VIDEO_EXTS)}) nor a "
+                         "JSONL manifest (not text)") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path.name}:{n}"
@@ -138,7 +177,7 @@ def read_manifest(path: str | os.PathLike, report: Report) -> list[Item]:
             report.skip("bad manifest row (duplicate id)", f"{where} ({vid})")
             continue
         seen.add(vid)
-        items.append(Item(vid, rel("video"), rel("driving"), rel("reference")))
+        items.append(Item(vid, rel("video"), rel("driving"), rel("reference"), rel("pose")))
     return items
 
 
@@ -163,15 +202,30 @@ def plan_clips(item_id: str, available: int, cfg: PreprocessConfig) -> list[tupl
 
 
 class TextTable:
-    """Text inputs per video id from a `tools/encode_text.py` file; the null prompt otherwise."""
+    """Text inputs per video id from a `tools/encode_text.py` file (the null prompt for ids without a
+    caption), or, with no file, the zero text for every clip. `text_dim` / `pooled_dim` (the
+    backbone's widths) are checked against the file, so a file for another backbone fails here,
+    not at training time."""
 
-    def __init__(self, path: str | os.PathLike, use_captions: bool = True):
-        from dreamactor_jax.text.store import load_text_embeddings
+    def __init__(self, path: str | os.PathLike | None, use_captions: bool = True, *,
+                 text_dim: int | None = None, pooled_dim: int | None = None):
+        from dreamactor_jax.text.store import load_text_embeddings, zero_text
 
-        data = load_text_embeddings(path)
-        if data["null"] is None:
-            raise ValueError(f"text embeddings {path}: holds no null prompt (re-run tools/encode_text.py)")
-        self.emb, self.null, self.index = data["emb"], data["null"], data["index"]
+        if path is None:
+            if text_dim is None or pooled_dim is None:
+                raise ValueError("TextTable without a file: give text_dim and pooled_dim (the zero text)")
+            self.emb, self.null, self.index = None, zero_text(text_dim, pooled_dim), {}
+        else:
+            data = load_text_embeddings(path)
+            if data["null"] is None:
+                raise ValueError(f"text embeddings {path}: holds no null prompt (re-run tools/encode_text.py)")
+            self.emb, self.null, self.index = data["emb"], data["null"], data["index"]
+            for name, want, have in (("text", text_dim, self.null.text.shape[-1]),
+                                     ("pooled", pooled_dim, self.null.pooled.shape[-1])):
+                if want is not None and have != want:
+                    raise ValueError(f"text embeddings {path}: {name} width {have}, the backbone takes {want} "
+                                     "(encoded for another model? re-run tools/encode_text.py)")
+        self.path = path
         self.use_captions = use_captions
 
     def get(self, item_id: str) -> tuple[dict[str, np.ndarray], bool]:
@@ -183,82 +237,39 @@ class TextTable:
 
 
 # ----------------------------------------------------------------------------------------------
-# one clip
-# ----------------------------------------------------------------------------------------------
-
-
-def _pixels(frames: np.ndarray) -> np.ndarray:
-    return frames.astype(np.float32) / 127.5 - 1.0
-
-
-def motion_frames(item: Item, video: np.ndarray, cfg: PreprocessConfig, start_src: int, length: int,
-                  estimator: Callable | None, rng: np.random.Generator) -> np.ndarray:
-    """The driving signal D (uint8 [T, H, W, 3]): rendered (augmented) poses, or the driving clip."""
-    from dreamactor_jax import media
-
-    if cfg.variant == "e2e":
-        d = media.read_video(item.driving, fps=cfg.fps, start=start_src, num_frames=length)
-        return media.resize_to(d, cfg.height, cfg.width, mode="crop")
-    from dreamactor_jax.pose.augment import augment_clip
-    from dreamactor_jax.pose.extract import extract_clip
-    from dreamactor_jax.pose.render import render_clip
-
-    if estimator is None:
-        raise ValueError("pose variant: a pose estimator is required (--pose_estimator)")
-    clip, stats = extract_clip(video, estimator, fps=cfg.fps)
-    if stats.num_empty == stats.num_frames:
-        raise _Skip("no person detected")
-    if cfg.pose_augmentation:
-        clip, _ = augment_clip(clip, rng)
-    return render_clip(clip, cfg.height, cfg.width)
-
-
-class _Skip(Exception):
-    """An input that cannot be used; the message is the reason (reported, not fatal)."""
-
-
-def make_example(item: Item, start: int, length: int, cfg: PreprocessConfig, encode: Callable,
-                 text: TextTable, estimator: Callable | None = None) -> tuple[dict, dict, bool]:
-    """(arrays, meta, has_caption) of one clip; `encode(pixels [1, T, H, W, 3]) -> latents [1, T', H', W', C]`."""
-    from dreamactor_jax import media
-
-    info = media.video_info(item.video)
-    start_src = int(round(start * info.fps / cfg.fps))
-    try:
-        v = media.read_video(item.video, fps=cfg.fps, start=start_src, num_frames=length)
-    except ValueError as e:
-        raise _Skip(f"too short or unreadable at {cfg.fps} fps") from e
-    v = media.resize_to(v, cfg.height, cfg.width, mode="crop")
-    rng = np.random.default_rng([cfg.seed, zlib.crc32(f"{item.id}#{start}".encode())])
-    d = motion_frames(item, v, cfg, start_src, length, estimator, rng)
-    if item.reference is not None:
-        ref = media.resize_to(media.read_image(item.reference), cfg.height, cfg.width, mode="crop")
-        v = v.copy()
-        v[0] = ref  # the reference is the target's frame 0 (self-supervised pairing)
-    canvas = incontext.make_canvas(_pixels(v[0]), _pixels(d), fill=-1.0)
-    target = incontext.make_target(_pixels(v), _pixels(d))
-    z_canvas = np.asarray(incontext.encode_canvas(encode, canvas[None], zero_unmasked=True))[0]
-    z_target = np.asarray(incontext.encode_canvas(encode, target[None], zero_unmasked=False))[0]
-    t, h, w2 = z_target.shape[:3]
-    mask = np.asarray(incontext.make_mask(t, h, w2 // 2))
-    txt, has_caption = text.get(item.id)
-    arrays = {"target": z_target.astype(np.float32), "canvas": z_canvas.astype(np.float32),
-              "mask": mask.astype(np.float32), **txt}
-    meta = {"clip_id": f"{item.id}#{start}+{length}", "video_id": item.id, "source": str(item.video),
-            "driving": None if item.driving is None else str(item.driving), "start": start,
-            "num_frames": length, "fps": cfg.fps, "height": cfg.height, "width": cfg.width,
-            "variant": cfg.variant, "pose_augmented": cfg.variant == "pose" and cfg.pose_augmentation,
-            "text": "caption" if has_caption else "null"}
-    return arrays, meta, has_caption
-
-
-# ----------------------------------------------------------------------------------------------
 # the run
 # ----------------------------------------------------------------------------------------------
 
 
-def _existing(out: Path) -> tuple[set[str], int]:
-    """Finished clip ids and the next shard number; removes leftovers of an interrupted run."""
+def shard_problem(shard: Path) -> str | None:
+    """Why a finished-looking shard cannot be trusted (size, checksum or record count), or None."""
+    try:
+        info = json.loads(sidecar_path(shard).read_text())
+        records = info["records"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unreadable sidecar"
+    if info.get("schema_version") != SCHEMA_VERSION:
+        return f"schema version {info.get('schema_version')}"
+    if "bytes" in info and shard.stat().st_size != info["bytes"]:
+        return f"{shard.stat().st_size} bytes, its sidecar says {info['bytes']}"
+    if "sha256" in info:
+        if file_digest(shard)["sha256"] != info["sha256"]:
+            return "checksum differs from its sidecar's"
+        return None
+    try:  # an older sidecar without a checksum: the record count at least
+        from array_record.python.array_record_module import ArrayRecordReader
+
+        r = ArrayRecordReader(str(shard))
+        n = r.num_records()
+        r.close()
+    except Exception as e:  # noqa: BLE001 - array_record raises RuntimeError/OSError variants
+        return f"cannot be opened ({type(e).__name__})"
+    return None if n == len(records) else f"holds {n} records, its sidecar lists {len(records)}"
+
+
+def _existing(out: Path, report: Report) -> tuple[set[str], int]:
+    """Finished clip ids and the next shard number; removes leftovers of an interrupted run and
+    damaged shards (their clips are redone)."""
     out.mkdir(parents=True, exist_ok=True)
     for tmp in out.glob(".shard-*"):
         tmp.unlink()
@@ -267,14 +278,19 @@ def _existing(out: Path) -> tuple[set[str], int]:
             shard.unlink()  # renamed but never indexed: its clips are redone
     done, last = set(), -1
     for shard in list_shards(out):
-        done.update(r["clip_id"] for r in read_sidecar(shard))
         try:
             last = max(last, int(shard.name.split("-")[1].split(".")[0]))
         except (IndexError, ValueError):
             pass
+        problem = shard_problem(shard)
+        if problem is not None:
+            log.warning("shard %s is damaged (%s): removed, its clips are redone", shard.name, problem)
+            report.damaged.append(f"{shard.name} ({problem})")
+            sidecar_path(shard).unlink(missing_ok=True)
+            shard.unlink(missing_ok=True)
+            continue
+        done.update(r["clip_id"] for r in read_sidecar(shard))
     return done, last + 1
-
-
 def run(items: Iterable[Item], out_dir: str | os.PathLike, cfg: PreprocessConfig, *, encode: Callable,
         text: TextTable, estimator: Callable | None = None, report: Report | None = None,
         progress: bool = True) -> Report:
@@ -286,7 +302,7 @@ def run(items: Iterable[Item], out_dir: str | os.PathLike, cfg: PreprocessConfig
     items = list(items)
     report = report or Report()
     out = as_path(out_dir)  # local or gs://
-    done, next_shard = _existing(out)
+    done, next_shard = _existing(out, report)
     buffer: list[tuple[dict, dict]] = []
 
     def flush():
@@ -304,51 +320,35 @@ def run(items: Iterable[Item], out_dir: str | os.PathLike, cfg: PreprocessConfig
                 for p, name in ((item.video, "video"), (item.driving, "driving video"),
                                 (item.reference, "reference image")):
                     if p is not None and not Path(p).is_file():
-                        raise _Skip(f"missing {name}")
+                        raise Skip(f"missing {name}")
                 if cfg.variant == "e2e" and item.driving is None:
-                    raise _Skip("e2e row without a driving video")
+                    raise Skip("e2e row without a driving video")
                 try:
                     info = media.video_info(item.video)
                 except (ValueError, OSError) as e:
-                    raise _Skip("unreadable video") from e
+                    raise Skip("unreadable video") from e
                 available = int(info.num_frames * cfg.fps / info.fps) if info.fps > 0 else 0
                 clips = plan_clips(item.id, available, cfg)
                 if not clips:
-                    raise _Skip(f"too short (< {cfg.min_frames} frames at {cfg.fps:g} fps)")
+                    raise Skip(f"too short (< {cfg.min_frames} frames at {cfg.fps:g} fps)")
+                for p, name in ((item.pose, "keypoints file"),):
+                    if p is not None and not Path(p).is_file():
+                        raise Skip(f"missing {name}")
                 for start, length in clips:
                     if f"{item.id}#{start}+{length}" in done:
                         report.already_done += 1
                         continue
                     arrays, meta, has_caption = make_example(item, start, length, cfg, encode, text, estimator)
+                    report.crossed += meta.pop("crossed_orientation")
                     buffer.append((arrays, meta))
                     report.written += 1
-                    report.null_text += not has_caption
+                    report.null_text += meta["text"] == "null"
+                    report.zero_text += meta["text"] == "zero"
                     if len(buffer) >= cfg.clips_per_shard:
                         flush()
-            except _Skip as e:
+            except Skip as e:
                 report.skip(str(e), item.id)
     finally:
         flush()  # an interrupted run keeps what it finished
         write_text_atomic(out / "preprocess_report.json", json.dumps(report.to_dict(), indent=1))
     return report
-
-
-def make_vae_encoder(name: str, checkpoint: str | None, latent_channels: int | None = None,
-                     seed: int = 0) -> Callable:
-    """`encode(pixels [B, T, H, W, 3] in [-1, 1]) -> scaled latents`, jitted; random weights if no checkpoint."""
-    import jax
-
-    from dreamactor_jax.models import vae
-
-    if checkpoint:
-        from dreamactor_jax.weights.checkpoint import load_config, load_params
-
-        vcfg = load_config(checkpoint)
-        params = load_params(checkpoint)
-    else:
-        over = {} if latent_channels is None else {"latent_channels": latent_channels}
-        vcfg = vae.VAEConfig.named(name, **over)
-        params = vae.init_params(vcfg, jax.random.PRNGKey(seed))
-        log.warning("VAE: random weights (no vae_checkpoint given): for tests only")
-    return jax.jit(lambda x: vae.encode_latents(params, vcfg, x))
-

@@ -19,7 +19,7 @@ by an incompatible version instead of misreading them. A shard `NAME.array_recor
 `NAME.json` listing its clip ids and latent shapes (what the loader needs to bucket by shape
 without decoding); the sidecar is written last, so a shard without one is unfinished, and
 `list_shards` refuses a folder holding one (or an index without its shard, or a numbered set
-`NAME-i-of-N` with a member missing), naming the file.
+`NAME-i-of-N` with a member missing), naming the file. The sidecar also holds the shard's size and sha256 (`file_digest`).
 """
 
 from __future__ import annotations
@@ -140,9 +140,24 @@ def write_shard(path: str | os.PathLike, examples: Iterable[tuple[Mapping[str, n
                                 "shape": list(np.shape(arrays["target"])[:3])})
         finally:
             writer.close()
+        digest = file_digest(tmp)  # the finished local file (on gs:// it is uploaded as it is)
     write_text_atomic(sidecar_path(path), json.dumps(
-        {"schema_version": SCHEMA_VERSION, "records": records}, indent=1))
+        {"schema_version": SCHEMA_VERSION, "records": records, **digest}, indent=1))
     return len(records)
+
+
+def file_digest(path: str | os.PathLike) -> dict:
+    """{"bytes": size, "sha256": hex digest} of a file (kept in the sidecar to check the shard later)."""
+    import hashlib
+
+    path = as_path(path)  # local or gs://
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+            size += len(chunk)
+    return {"bytes": size, "sha256": h.hexdigest()}
 
 
 _SET_MEMBER = re.compile(r"^(?P<stem>.+)-(?P<i>\d+)-of-(?P<n>\d+)$")

@@ -8,6 +8,7 @@ The rule, applied after the EXIF orientation tag (so a phone photo comes out upr
   `v * 257` comes back exactly), then repeated in the three channels.
 - Anything with transparency (`RGBA`, `RGBa`, `LA`, `La`, `PA`, `P` with a transparency entry):
   alpha-composited onto `background`: `out = round((c * a + b * (255 - a)) / 255)` per channel.
+  A fully transparent image (alpha 0 everywhere) is refused: it would be the bare background.
 - `P` without transparency: its palette colours.
 - Other modes (e.g. `F`, floating point) are refused with a ValueError.
 """
@@ -57,7 +58,10 @@ def to_rgb(image, background=(255, 255, 255), *, name: str = "image") -> np.ndar
         g = ((np.clip(v, 0, 65535) * 2 + 257) // 514).astype(np.uint8)  # round(v / 257), halves up
         return np.repeat(g[..., None], 3, axis=-1)
     if mode in _ALPHA or (mode == "P" and "transparency" in image.info):
-        return composite(np.asarray(image.convert("RGBA"), dtype=np.uint8), bg)
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint8)
+        if rgba.size and rgba[..., 3].max() == 0:
+            raise ValueError(f"{name}: fully transparent (alpha 0 everywhere): there is nothing to see in it")
+        return composite(rgba, bg)
     if mode in _PLAIN or mode == "P":
         return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
     raise ValueError(f"{name}: unsupported image mode {mode!r} (supported: RGB, RGBA, L, LA, P, PA, I;16, I, ...)")

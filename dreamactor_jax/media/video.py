@@ -1,4 +1,4 @@
-"""Reading videos: decord first, PyAV then imageio-ffmpeg when decord cannot open a file.
+"""Reading videos: decord first, then PyAV, imageio-ffmpeg and OpenCV when decord cannot open a file.
 
 Frames come out as `uint8 [H, W, 3]` RGB, upright (a display rotation in the file, as phone
 videos carry, is applied by every backend). `iter_frames` streams (a long video is never held whole);
@@ -12,6 +12,12 @@ With `fps`, target frame `k` sits at time `k / fps` after source frame `start` a
 source frame, ties going to the later one: `i_k = start + floor(k * src_fps / fps + 1/2)`, computed
 exactly with fractions. Raising the rate repeats frames; lowering it skips them.
 `num_frames`, when given, is an exact requirement: a clip too short for it is an error.
+
+Truncated files (a cut download whose header still promises the whole video): when decoding ends
+more than a few frames before the frame count the container header declares (read with PyAV when
+it is installed, else the backend's own count), `iter_frames` raises a ValueError saying so, or,
+with `on_truncated=callback`, calls `callback(decoded, declared)` and ends there. A file with a
+single frame (a still image) is refused by `check_motion_video`.
 """
 
 from __future__ import annotations
@@ -21,11 +27,11 @@ import itertools
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
-BACKENDS = ("decord", "pyav", "imageio")
+BACKENDS = ("decord", "pyav", "imageio", "cv2")
 _CHUNK = 16  # frames decoded per decord call: bounds memory while streaming
 
 
@@ -229,7 +235,76 @@ def _open_imageio(p: Path, num_threads: int):
     return info, frames
 
 
-_OPENERS = {"decord": _open_decord, "pyav": _open_pyav, "imageio": _open_imageio}
+def _open_cv2(p: Path, num_threads: int):
+    import cv2  # noqa: PLC0415  (opencv-python(-headless): on machines without PyAV / ffmpeg)
+
+    def capture():
+        cap = cv2.VideoCapture(str(p))
+        if not cap.isOpened():
+            raise ValueError("OpenCV cannot open it")
+        return cap
+
+    cap = capture()
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0)
+        if fps <= 0:
+            raise ValueError("no frame rate in the container")
+        ok, first = cap.read()
+        if not ok:
+            raise ValueError("no video frames")
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        info = VideoInfo(str(p), n, fps, int(first.shape[0]), int(first.shape[1]), "cv2")
+    finally:
+        cap.release()
+
+    def frames(indices: Iterator[int]) -> Iterator[np.ndarray]:
+        c = capture()
+        try:
+            want = next(indices)
+            i = 0
+            while True:
+                ok = c.grab()  # decode only; converted to RGB only when wanted
+                if not ok:
+                    return
+                if i == want:
+                    ok, bgr = c.retrieve()
+                    if not ok:
+                        return
+                    rgb = np.ascontiguousarray(bgr[..., ::-1])
+                    while want == i:
+                        yield rgb.copy()
+                        want = next(indices)
+                i += 1
+        finally:
+            c.release()
+
+    return info, frames
+
+
+_OPENERS = {"decord": _open_decord, "pyav": _open_pyav, "imageio": _open_imageio, "cv2": _open_cv2}
+
+
+def declared_frames(path: str | os.PathLike, fallback: int = 0) -> int:
+    """The frame count the container header declares (PyAV, without decoding), else `fallback`.
+
+    decord counts the frames it can index, which for a truncated file is what survived; the header
+    still says what the file was meant to hold, so the two together reveal a cut file.
+    """
+    try:
+        import av  # noqa: PLC0415
+    except ImportError:
+        return fallback
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                return fallback
+            s = c.streams.video[0]
+            n = int(s.frames or 0)
+            if not n and s.duration and s.time_base and (s.average_rate or s.guessed_rate):
+                n = int(round(float(s.duration * s.time_base * (s.average_rate or s.guessed_rate))))
+            return n or fallback
+    except Exception:  # noqa: BLE001  (an unreadable header: the backends report that themselves)
+        return fallback
 
 
 def _open(path, backend: str, num_threads: int):
@@ -264,15 +339,19 @@ def iter_frames(
     min_frames: int = 1,
     backend: str = "auto",
     num_threads: int = 0,
+    on_truncated: Callable[[int, int], None] | None = None,
 ) -> Iterator[np.ndarray]:
     """Streams `uint8 [H, W, 3]` RGB frames sampled by the module's rule; never loads the whole video.
 
-    Raises ValueError naming the file when it cannot be read, or when it yields fewer than
-    `num_frames` (if given) or `min_frames` frames; FileNotFoundError when it does not exist.
+    Raises ValueError naming the file when it cannot be read, when it is truncated (see the module
+    doc; `on_truncated(decoded, declared)` instead reports it and keeps what decoded), or when it
+    yields fewer than `num_frames` (if given) or `min_frames` frames; FileNotFoundError when it
+    does not exist.
     """
     _check_sampling(fps, num_frames, start, stride, what=f"video {path}")
     info, frames = _open(path, backend, num_threads)
-    indices = iter_indices(Fraction(info.fps).limit_denominator(100_000), fps=fps, start=start, stride=stride)
+    src_fps = Fraction(info.fps).limit_denominator(100_000)
+    indices = iter_indices(src_fps, fps=fps, start=start, stride=stride)
     count = 0
     try:
         for frame in frames(indices):
@@ -281,7 +360,16 @@ def iter_frames(
             if num_frames is not None and count == num_frames:
                 return
     except Exception as e:  # noqa: BLE001
-        raise ValueError(f"video {path}: decoding failed after {count} frames ({info.backend}: {_first_line(e)})") from e
+        raise ValueError(f"video {path}: decoding failed after {count} frames ({info.backend}: "
+                         f"{_first_line(e)}); truncated or corrupt file?") from e
+    # The stream ended: was the next wanted frame one the header promised? (a cut file)
+    missing_at = next(itertools.islice(iter_indices(src_fps, fps=fps, start=start, stride=stride), count, None))
+    declared = declared_frames(path, info.num_frames)
+    if declared - missing_at > max(2, declared // 50):
+        if on_truncated is None:
+            raise ValueError(f"video {path}: truncated: decoding stops at frame {missing_at} of the "
+                             f"{declared} its header declares (re-download or re-encode it)")
+        on_truncated(missing_at, declared)
     need = num_frames if num_frames is not None else min_frames
     if count < need:
         rate = f" at {fps} fps" if fps is not None else ""
@@ -301,12 +389,13 @@ def read_video(
     min_frames: int = 1,
     backend: str = "auto",
     num_threads: int = 0,
+    on_truncated: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """The frames of `iter_frames` stacked into `uint8 [T, H, W, 3]`. Use `iter_frames` for long videos."""
     frames = list(
         iter_frames(
             path, fps=fps, num_frames=num_frames, start=start, stride=stride,
-            min_frames=min_frames, backend=backend, num_threads=num_threads,
+            min_frames=min_frames, backend=backend, num_threads=num_threads, on_truncated=on_truncated,
         )
     )
     return np.stack(frames)

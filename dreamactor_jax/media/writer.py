@@ -3,11 +3,14 @@
 yuv420p needs an even height and width. `odd="pad"` (default) adds one row/column repeating the
 last one (the picture is not rescaled); `odd="error"` refuses odd sizes. Frames may be a `uint8
 [T, H, W, 3]` array or any iterable of `uint8 [H, W, 3]` frames (streamed, never held whole).
-PyAV is used when it has libx264, imageio-ffmpeg's ffmpeg otherwise.
+PyAV is used when it has libx264, imageio-ffmpeg's ffmpeg otherwise, and OpenCV (MPEG-4 part 2,
+`mp4v`, with a warning) where neither is installed. The path must end in `.mp4`: an mp4 never
+lands in a file named `x.png`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +19,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from dreamactor_jax.utils import as_path, atomic_path
+
+log = logging.getLogger(__name__)
+VIDEO_SUFFIXES = (".mp4",)
 
 
 def _frames_checked(frames: Iterable[np.ndarray], path, odd: str) -> Iterator[np.ndarray]:
@@ -76,6 +82,36 @@ def _write_imageio(tmp: Path, frames: Iterator[np.ndarray], rate: Fraction, crf:
     return n
 
 
+def _write_cv2(tmp: Path, frames: Iterator[np.ndarray], rate: Fraction, crf: int) -> int:
+    import cv2  # noqa: PLC0415
+
+    n = 0
+    writer = None
+    try:
+        for f in frames:
+            if writer is None:
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(rate),
+                                         (f.shape[1], f.shape[0]))
+                if not writer.isOpened():
+                    raise ValueError(f"OpenCV cannot write {tmp.name} (no mp4v encoder)")
+            writer.write(np.ascontiguousarray(f[..., ::-1]))
+            n += 1
+    finally:
+        if writer is not None:
+            writer.release()
+    return n
+
+
+def _has_imageio_ffmpeg() -> bool:
+    try:
+        import imageio_ffmpeg  # noqa: PLC0415
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+        return True
+    except (ImportError, RuntimeError):
+        return False
+
+
 def _has_pyav_x264() -> bool:
     try:
         import av  # noqa: PLC0415
@@ -100,15 +136,20 @@ def write_video(
     Raises ValueError for bad frames, fps, or an empty clip (nothing is written then).
     """
     path = as_path(path)  # local or gs://
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"write_video {path}: writes an mp4 video; give a path ending in .mp4")
     if not fps > 0:
         raise ValueError(f"write_video {path}: fps must be > 0, got {fps}")
     if odd not in ("pad", "error"):
         raise ValueError(f"write_video {path}: odd must be 'pad' or 'error', got {odd!r}")
     if backend == "auto":
-        backend = "pyav" if _has_pyav_x264() else "imageio"
-    writers = {"pyav": _write_pyav, "imageio": _write_imageio}
+        backend = "pyav" if _has_pyav_x264() else "imageio" if _has_imageio_ffmpeg() else "cv2"
+        if backend == "cv2":
+            log.warning("write_video %s: no PyAV with libx264 nor imageio-ffmpeg here; writing MPEG-4 "
+                        "part 2 (mp4v) with OpenCV", path)
+    writers = {"pyav": _write_pyav, "imageio": _write_imageio, "cv2": _write_cv2}
     if backend not in writers:
-        raise ValueError(f"write_video {path}: backend must be 'auto', 'pyav' or 'imageio', got {backend!r}")
+        raise ValueError(f"write_video {path}: backend must be 'auto', 'pyav', 'imageio' or 'cv2', got {backend!r}")
     if isinstance(frames, np.ndarray) and (frames.ndim != 4 or frames.shape[0] == 0):
         raise ValueError(f"write_video {path}: frames must be [T>0, H, W, 3], got shape {frames.shape}")
     rate = Fraction(fps).limit_denominator(100_000)

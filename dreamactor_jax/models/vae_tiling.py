@@ -13,7 +13,7 @@ Layouts are channels-last: pixels `[B, T, H, W, 3]`, latents `[B, T', H', W', C]
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -193,3 +193,102 @@ def decode_tiled(tile_fn: TileFn, z: jax.Array, t: Tiling, spatial_ratio: int,
         tiles[i] = blend(tiles[i - 1], tiles[i], t.min_num_frames - t.stride_num_frames, axis=1)
         kept.append(tiles[i][:, :t.stride_num_frames])
     return jnp.concatenate(kept, axis=1)[:, :sample_frames]
+
+
+# ----------------------------------------------------------------------------------------------
+# Choosing the tiling from the memory at hand (what tools/preprocess.py and launch/sample.py do)
+# ----------------------------------------------------------------------------------------------
+
+# Peak bytes per pixel-frame of one tile for the published VAE (block_out_channels[0] = 128) in
+# bf16, from the H100 measurements in docs/benchmarks.md ("VAE (issue 4)"): a framewise tile of
+# 17 x 480 x 832 peaked at 11.4 GiB (encode) and 17.6 GiB (decode); 256-px tiles of 720x1280 at
+# 3.5 / 5.1 GiB with the whole video's input and output resident. float32 counts double; other
+# widths scale with block_out_channels[0]. An estimate with margin, not an exact count.
+_PEAK_BYTES_PER_PIXEL_FRAME = {"encode": 1800, "decode": 2800}
+SPATIAL_TILES = (512, 384, 256, 192, 128)   # tile sides tried, largest first (stride 3/4 of the side)
+TILING_CHOICES = ("auto", "framewise", "pipeline", "off")
+
+
+def tile_peak_bytes(op: str, frames: int, height: int, width: int, *, base_channels: int = 128,
+                    dtype: str = "bfloat16") -> float:
+    """Estimated peak bytes of encoding (`op="encode"`) or decoding one `frames x height x width` tile."""
+    per = _PEAK_BYTES_PER_PIXEL_FRAME[op] * base_channels / 128 * (1 if "16" in str(dtype) else 2)
+    return per * frames * height * width
+
+
+def memory_budget(fraction: float = 0.5, device=None) -> tuple[int, str]:
+    """(bytes the VAE may use, where that figure comes from): `fraction` of the device's free memory
+    (accelerators: `memory_stats`), or of the host's available memory on CPU."""
+    import jax
+
+    device = device or jax.local_devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        limit = stats.get("bytes_limit") or stats.get("bytes_reservable_limit")
+        if limit:
+            free = int(limit) - int(stats.get("bytes_in_use", 0))
+            return int(fraction * free), f"{device.platform} free memory"
+    try:
+        with open("/proc/meminfo") as f:
+            info = {ln.split(":")[0]: int(ln.split()[1]) * 1024 for ln in f if ":" in ln}
+        return int(fraction * info["MemAvailable"]), "host available memory"
+    except (OSError, KeyError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return int(fraction * psutil.virtual_memory().available), "host available memory"
+    except ImportError:
+        return 8 << 30, "a default of 8 GiB (memory unknown)"
+
+
+def choose_tiling(sizes: Iterable[tuple[str, int, int, int]], budget: float, *, base_channels: int = 128,
+                  dtype: str = "bfloat16", temporal: Tiling = Tiling()) -> Tiling:
+    """The least tiling whose estimated peak fits `budget` bytes for every `(op, frames, H, W)` of
+    `sizes` (op "encode" / "decode", pixel sizes of the videos): framewise alone (diffusers'
+    default, fastest) if it fits, else framewise plus the largest spatial tile of `SPATIAL_TILES`
+    that fits, else the smallest tile."""
+    t_frames = temporal.min_num_frames + 1
+    sizes = list(sizes)
+
+    def fits(side: int | None) -> bool:
+        for op, frames, h, w in sizes:
+            th, tw = (h, w) if side is None else (min(side, h), min(side, w))
+            resident = 2 * frames * h * w * 3 * 4  # the whole input and output, fp32
+            if tile_peak_bytes(op, min(frames, t_frames), th, tw, base_channels=base_channels,
+                               dtype=dtype) + resident > budget:
+                return False
+        return True
+
+    if fits(None):
+        return dataclasses.replace(temporal, spatial=False)
+    side = next((s for s in SPATIAL_TILES if fits(s)), SPATIAL_TILES[-1])
+    return dataclasses.replace(temporal, spatial=True, min_height=side, min_width=side,
+                               stride_height=side * 3 // 4, stride_width=side * 3 // 4)
+
+
+def resolve_tiling(choice: str, sizes: Iterable[tuple[str, int, int, int]], *, base_channels: int = 128,
+                   dtype: str = "bfloat16", fraction: float = 0.5) -> tuple[Tiling, str]:
+    """A `--vae-tiling` value (auto, framewise, pipeline, off, or a spatial tile side in pixels) ->
+    (Tiling, one line saying what was chosen and why)."""
+    choice = str(choice).strip().lower()
+    if choice == "off":
+        return Tiling.off(), "VAE tiling off (one pass over the whole video)"
+    if choice == "framewise":
+        return Tiling(), "VAE tiling: framewise (17-frame tiles, no spatial tiles)"
+    if choice == "pipeline":
+        return Tiling.pipeline(), "VAE tiling: framewise + 256-px spatial tiles"
+    if choice.isdigit():
+        side = int(choice)
+        if side < 64 or side % 64:
+            raise ValueError(f"--vae-tiling {choice}: a spatial tile side must be a multiple of 64 (>= 64)")
+        t = Tiling(spatial=True, min_height=side, min_width=side, stride_height=side * 3 // 4,
+                   stride_width=side * 3 // 4)
+        return t, f"VAE tiling: framewise + {side}-px spatial tiles"
+    if choice != "auto":
+        raise ValueError(f"--vae-tiling {choice}: expected one of {TILING_CHOICES} or a tile side in pixels")
+    budget, where = memory_budget(fraction)
+    t = choose_tiling(sizes, budget, base_channels=base_channels, dtype=dtype)
+    what = f"framewise + {t.min_height}-px spatial tiles" if t.spatial else "framewise only"
+    return t, (f"VAE tiling: auto -> {what} (budget {budget / 2**30:.1f} GiB, "
+               f"{fraction:.0%} of {where}; --vae-tiling off/framewise/pipeline/N to choose)")

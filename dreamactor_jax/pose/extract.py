@@ -16,6 +16,11 @@ l_knee 25, l_ankle 27, r_eye 5, l_eye 2, r_ear 8, l_ear 7. Confidence = landmark
 Hands: MediaPipe's 21 points are OpenPose's order; conf = the body wrist's visibility (at least 0.5). Face: the 468-point
 mesh -> the 68-point layout by `FACEMESH_TO_68` (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47,
 mouth 48-67; the map used widely with MediaPipe), conf 1. Points outside the frame get conf 0.
+
+Poses are estimated on the whole source frame (downscaled to at most `DETECT_MAX_SIDE` pixels on
+its long side by `detection_frame`), never on the panel the model sees: a crop into another aspect
+would cut heads and feet off before the estimator looks, and a small panel hides small people.
+`fit_pose` / `fit_clip` then move the keypoints to where `media.resize_to` puts the frame.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ FACEMESH_TO_68 = (
     61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,                                # outer lips
     78, 82, 13, 312, 308, 317, 14, 87,                                                  # inner lips
 )
+
+
+DETECT_MAX_SIDE = 1280  # long side the estimators see at most (MediaPipe works at 256, DWPose at 640)
 
 
 class PoseEstimator(Protocol):
@@ -173,3 +181,39 @@ def looks_like_pose_video(frames, *, max_frames: int = 8) -> bool:
         vivid = ((hi - lo) > 0.5 * hi) | (lo > 200)
         votes.append(vivid[drawn].mean() > 0.6)
     return sum(votes) > len(votes) / 2
+
+
+def detection_frame(frame: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> np.ndarray:
+    """The whole source frame for the estimator, downscaled (aspect kept) to at most `max_side`."""
+    h, w = frame.shape[:2]
+    if max(h, w) <= max_side:
+        return frame
+    from PIL import Image  # noqa: PLC0415
+
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize(size, Image.Resampling.BILINEAR))
+
+
+def fit_pose(pose: PoseFrame, src_h: int, src_w: int, height: int, width: int, mode: str = "crop") -> PoseFrame:
+    """Keypoints measured on a whole `src_h x src_w` frame, moved to where `media.resize_to(frame,
+    height, width, mode=mode)` puts them (normalised to the `height x width` panel). Points that the
+    crop cuts away keep their confidence and lie outside [0, 1] (a limb leaving the frame is drawn
+    up to the border)."""
+    from dreamactor_jax.media.resize import fit_geometry  # noqa: PLC0415
+
+    g = fit_geometry(src_h, src_w, height, width, mode)
+    scale = np.array([g.resized_w / width, g.resized_h / height], np.float64)
+    offset = np.array([g.left / width, g.top / height], np.float64)
+
+    def move(a):
+        a = np.array(a, np.float64)
+        a[..., :2] = a[..., :2] * scale + offset
+        return a
+    return PoseFrame(move(pose.body), move(pose.hands), move(pose.face))
+
+
+def fit_clip(clip: PoseClip, height: int, width: int, mode: str = "crop") -> PoseClip:
+    """`fit_pose` on every frame: a clip measured at its own size, as seen in a `height x width` panel."""
+    frames = [fit_pose(f, clip.height, clip.width, height, width, mode) for f in clip.frames]
+    return PoseClip(frames, width, height, clip.fps)

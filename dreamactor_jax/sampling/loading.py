@@ -113,15 +113,27 @@ def _check_dir(flag: str, path: str | None, what: str, kind: str) -> Path:
     return p
 
 
-def load(checkpoint: str | Path | None, *, base: str | None = None, vae: str | None = None,
-         dtype: str | None = None) -> Loaded:
-    """Reads adapter, base and VAE, checks they fit together, merges the adapter into the base."""
-    from dreamactor_jax.models import lora as lora_lib
-    from dreamactor_jax.weights.checkpoint import load_config, load_params
+@dataclasses.dataclass
+class Plan:
+    """What `load` will read, checked without reading any array (cheap: do it before the inputs)."""
+    checkpoint: str
+    config: dict
+    step: int
+    variant: str
+    base: Path
+    vae: Path
+    mcfg: Any
+    vcfg: Any
+
+
+def check(checkpoint: str | Path | None, *, base: str | None = None, vae: str | None = None,
+          dtype: str | None = None) -> Plan:
+    """The adapter run, the converted base and the VAE exist and fit together (configs only)."""
+    from dreamactor_jax.weights.checkpoint import load_config
 
     if not checkpoint:
         raise ValueError(f"--checkpoint: not given, and sampling never uses random weights; {HOWTO}")
-    lora, config, step = read_adapter(checkpoint)
+    config, step = read_config(checkpoint)
     variant = config.get("variant", "pose")
     base_dir = _check_dir("--base", base or config.get("base_checkpoint"), "backbone", "mmdit")
     vae_dir = _check_dir("--vae", vae or (config.get("preprocess") or {}).get("vae_checkpoint"), "VAE", "vae")
@@ -145,6 +157,19 @@ def load(checkpoint: str | Path | None, *, base: str | None = None, vae: str | N
     if vcfg.latent_channels != mcfg.out_channels:
         raise ValueError(f"--vae {vae_dir}: {vcfg.latent_channels} latent channels, the backbone takes "
                          f"{mcfg.out_channels}")
+    return Plan(str(checkpoint), config, step, variant, base_dir, vae_dir, mcfg, vcfg)
+
+
+def load(checkpoint: str | Path | None, *, base: str | None = None, vae: str | None = None,
+         dtype: str | None = None, plan: Plan | None = None) -> Loaded:
+    """Reads adapter, base and VAE, checks they fit together, merges the adapter into the base."""
+    from dreamactor_jax.models import lora as lora_lib
+    from dreamactor_jax.weights.checkpoint import load_params
+
+    plan = plan or check(checkpoint, base=base, vae=vae, dtype=dtype)
+    lora, config, step = read_adapter(plan.checkpoint)
+    variant, base_dir, vae_dir, mcfg, vcfg = plan.variant, plan.base, plan.vae, plan.mcfg, plan.vcfg
+    dtype = str(mcfg.dtype)
 
     lcfg = lora_lib.LoRAConfig(**dict(config.get("lora") or {}))
     params = load_params(base_dir, dtype=jnp.dtype(dtype))

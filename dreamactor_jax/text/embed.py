@@ -11,6 +11,12 @@ Both: CLIP-L's pooler_output of the prompt at max length 77 (no attention mask, 
 The null text (for CFG) is the empty prompt ("" and, for I2V, a black image).
 
 Prompts longer than the limits are truncated, as the reference does; the counts are reported.
+
+Where the encoders come from: `default_model_path(mode)` is the diffusers repo of the mode (T2V or
+I2V); `local_model_path` turns a folder or a hub id into a folder on this machine (the Hugging
+Face cache, never the network) or one line saying it is not here, so an offline machine fails at
+once instead of after a minute of hub retries. Only an explicit encode may download
+(`allow_download`, and never under HF_HUB_OFFLINE=1).
 """
 
 from __future__ import annotations
@@ -25,11 +31,48 @@ import torch
 
 from dreamactor_jax.text.store import TextEmbeddings, load_text_embeddings, save_text_embeddings
 
-__all__ = ["PromptTemplate", "T2V_TEMPLATE", "I2V_TEMPLATE", "TextEncoderConfig", "TextEncoders",
+__all__ = ["default_model_path", "local_model_path", "PromptTemplate", "T2V_TEMPLATE", "I2V_TEMPLATE", "TextEncoderConfig", "TextEncoders",
            "encode_prompts", "encode_texts", "null_embeddings", "template_crop_start", "save_text_embeddings",
            "load_text_embeddings", "TextEmbeddings"]
 
 log = logging.getLogger(__name__)
+
+
+HUB_REPOS = {"t2v": "hunyuanvideo-community/HunyuanVideo", "i2v": "hunyuanvideo-community/HunyuanVideo-I2V"}
+
+
+def default_model_path(mode: str) -> str:
+    """The diffusers pipeline repo holding the text encoders of `mode` (t2v: LLaMA, i2v: LLaVA)."""
+    if mode not in HUB_REPOS:
+        raise ValueError(f"text mode: expected 't2v' or 'i2v', got {mode!r}")
+    return HUB_REPOS[mode]
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def local_model_path(model_path: str | None, mode: str, *, allow_download: bool = False,
+                     flag: str = "--model-path") -> str:
+    """A folder holding the text encoders of `mode`: `model_path` itself, or the cached snapshot of a
+    hub id (no network). A hub id not in the cache is returned as is only if `allow_download` (and
+    HF_HUB_OFFLINE is not set); otherwise a one-line ValueError says what to do."""
+    path = model_path or default_model_path(mode)
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") != 1:
+        raise ValueError(f"{flag} {path}: no such folder (a diffusers pipeline folder with text_encoder/, "
+                         "tokenizer/, text_encoder_2/, tokenizer_2/)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(path, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached (LocalEntryNotFoundError), or no huggingface_hub
+        if allow_download and not _offline():
+            return path
+    why = "HF_HUB_OFFLINE is set" if _offline() else "not downloaded"
+    raise ValueError(f"text encoders {path}: not on this machine ({why}; not in the Hugging Face cache); "
+                     f"download them (huggingface-cli download {path}) or pass {flag} DIR")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +154,7 @@ class TextEncoders:
 
     @classmethod
     def load(cls, cfg: TextEncoderConfig) -> "TextEncoders":
-        """Loads through transformers' from_pretrained (local folder or hub id)."""
-        from transformers import AutoModel, AutoTokenizer, CLIPTextModel
+        """Loads through transformers' from_pretrained (local folder or hub id); failures are one line."""
         root, dt = cfg.model_path, cfg.torch_dtype
 
         def sub(name: str) -> dict:
@@ -122,6 +164,14 @@ class TextEncoders:
                          cfg.clip_tokenizer_subfolder):
                 if not os.path.isdir(os.path.join(root, name or "")):
                     raise FileNotFoundError(f"{root}: missing the {name!r} folder")
+        try:
+            return cls._load(cfg, root, dt, sub)
+        except (OSError, ValueError) as e:  # missing files, a broken download, no network
+            raise ValueError(f"text encoders {root}: cannot load them ({(str(e).splitlines() or [''])[0][:200]})") from None
+
+    @classmethod
+    def _load(cls, cfg: TextEncoderConfig, root: str, dt, sub) -> "TextEncoders":
+        from transformers import AutoModel, AutoTokenizer, CLIPTextModel
         tok = AutoTokenizer.from_pretrained(root, **sub(cfg.tokenizer_subfolder))
         tok2 = AutoTokenizer.from_pretrained(root, **sub(cfg.clip_tokenizer_subfolder))
         proc = None

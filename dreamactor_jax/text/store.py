@@ -7,6 +7,11 @@ One safetensors file (no torch needed to read it):
   null_text [1, L, D], null_text_mask [1, L], null_pooled [1, 768]   the empty prompt (for CFG)
 metadata: ids (JSON list of N keys), prompts (JSON list), text_source (gemini / file / none / ...),
 and the encoder settings (mode, model, crop_start, ...).
+
+`zero_text` is the text input for runs without any text encoder (preprocessing without
+`--text_embeddings`, `launch/sample.py --no-text`): one valid all-zero token and a zero pooled
+vector. It carries no text at all, but it is not the encoded empty prompt the backbone was
+pretrained with (`tools/encode_text.py --no-text` makes that one, from the local text encoders).
 """
 
 from __future__ import annotations
@@ -49,6 +54,13 @@ class TextEmbeddings:
                               np.concatenate([p.pooled for p in parts]))
 
 
+def zero_text(text_dim: int, pooled_dim: int) -> TextEmbeddings:
+    """No text, without text encoders: one valid zero token (the backbone's masked mean needs one) and
+    a zero pooled vector, batch 1."""
+    return TextEmbeddings(np.zeros((1, 1, text_dim), np.float32), np.ones((1, 1), np.int32),
+                          np.zeros((1, pooled_dim), np.float32))
+
+
 def save_text_embeddings(path: str | os.PathLike, emb: TextEmbeddings, ids: list[str],
                          *, null: TextEmbeddings | None = None, prompts: list[str] | None = None,
                          meta: dict | None = None) -> None:
@@ -84,15 +96,26 @@ def load_text_embeddings(path: str | os.PathLike) -> dict:
     from safetensors.numpy import load_file
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: text embeddings file not found")
-    with safe_open(str(path), framework="np") as f:
-        meta = dict(f.metadata() or {})
+    try:
+        with safe_open(str(path), framework="np") as f:
+            meta = dict(f.metadata() or {})
+    except Exception as e:  # noqa: BLE001 - safetensors raises SafetensorError / OSError variants
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise ValueError(f"{path}: not a text embeddings file (not safetensors: {msg}); make one with "
+                         "tools/encode_text.py") from None
     if meta.get("format") != "dreamactor-text-v1":
-        raise ValueError(f"{path}: not a dreamactor text embeddings file (format {meta.get('format')!r})")
-    t = load_file(str(path))
-    emb = TextEmbeddings(t["text"], t["text_mask"], t["pooled"])
-    null = (TextEmbeddings(t["null_text"], t["null_text_mask"], t["null_pooled"])
-            if "null_text" in t else None)
-    ids = json.loads(meta.pop("ids"))
-    prompts = json.loads(meta.pop("prompts")) if "prompts" in meta else None
+        raise ValueError(f"{path}: not a dreamactor text embeddings file (format {meta.get('format')!r}); "
+                         "make one with tools/encode_text.py")
+    try:
+        t = load_file(str(path))
+        emb = TextEmbeddings(t["text"], t["text_mask"], t["pooled"])
+        null = (TextEmbeddings(t["null_text"], t["null_text_mask"], t["null_pooled"])
+                if "null_text" in t else None)
+        ids = json.loads(meta.pop("ids"))
+        prompts = json.loads(meta.pop("prompts")) if "prompts" in meta else None
+    except Exception as e:  # noqa: BLE001 - a cut or edited file fails in many ways; one line for the user
+        raise ValueError(f"{path}: damaged text embeddings file ({str(e).splitlines()[0][:120]})") from None
+    if len(ids) != len(emb):
+        raise ValueError(f"{path}: damaged text embeddings file ({len(ids)} ids for {len(emb)} rows)")
     return {"emb": emb, "null": null, "ids": ids, "index": {k: i for i, k in enumerate(ids)},
             "prompts": prompts, "meta": meta}
