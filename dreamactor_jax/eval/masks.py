@@ -5,7 +5,7 @@ subject and background. Two sources, both offline:
 - `mediapipe`: MediaPipe's selfie segmentation (its model ships in the mediapipe wheel), which
   finds people, including most drawn humanoid characters;
 - `motion`: pixels that differ from the per-pixel median of the clip by more than `MOTION_THRESH`
-  (max over RGB), cleaned by a morphological opening. Finds anything that moves over a still
+  (max over RGB, median-filtered 3x3), cleaned by a morphological opening. Finds anything that moves over a still
   background (animals, objects), nothing that stands still, and everything when the camera moves.
 `auto` uses the segmentation and falls back to the motion mask on frames where it finds
 (almost) nobody, or everywhere when mediapipe is not installed.
@@ -57,11 +57,12 @@ def make_segmenter(kind: str = "auto") -> Segmenter | None:
 
 
 def motion_masks(frames: np.ndarray, thresh: int = MOTION_THRESH) -> np.ndarray:
-    """bool [T, H, W]: pixels away from the clip's per-pixel median (the still background)."""
+    """bool [T, H, W]: pixels away from the clip's per-pixel median (the still background); the
+    difference map is median-filtered (3x3) so isolated noisy pixels are not taken for motion."""
     med = np.median(frames, axis=0).astype(np.int16)
     out = np.empty(frames.shape[:3], bool)
     for t, f in enumerate(frames):
-        m = np.abs(f.astype(np.int16) - med).max(-1) > thresh
+        m = ndimage.median_filter(np.abs(f.astype(np.int16) - med).max(-1), size=3) > thresh
         out[t] = ndimage.binary_opening(m, iterations=1)
     return out
 

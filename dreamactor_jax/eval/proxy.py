@@ -10,7 +10,7 @@ frame shuffles, colour drift) score clearly lower (tests/test_eval_proxy.py chec
 
 | dimension | statistics (bad -> good) |
 |---|---|
-| imaging_quality | detail: sharpness 0.05 -> 0.3, but no more than the noise allows (x0.5), noise sigma 12 -> 3 (x0.3), clipped share 0.3 -> 0.02 (x0.2) |
+| imaging_quality | detail: sharpness 0.08 -> 0.3, but no more than the noise allows (x0.5), noise sigma 12 -> 3 (x0.3), clipped share 0.3 -> 0.02 (x0.2) |
 | aesthetic_quality | colourfulness 3 -> 35 (x0.4), RMS contrast 0.04 -> 0.18 (x0.4), clipped share 0.3 -> 0.02 (x0.2) |
 | temporal_consistency | global luma flicker 3 -> 0.3 (x0.4), VBench flicker MAE 30 -> 4 (x0.3), jump ratio 8 -> 2.5 (x0.3) |
 | motion_smoothness | linear-interpolation MAE 20 -> 2 (x0.6), jump ratio 8 -> 2.5 (x0.4) |
@@ -21,7 +21,8 @@ Imaging and aesthetic statistics are taken on Video-Bench's static frames (2 per
 temporal ones on every frame. A still video gets full motion smoothness (as in VBench, which
 pairs smoothness with a separate dynamic degree). Subject masks: `masks.subject_masks`. When no
 subject is found (e.g. a still non-human character, which neither segmentation nor motion finds),
-subject statistics are taken over the whole frame and the reason says so.
+subject statistics are taken over the whole frame, and when the subject mask covers nearly all
+of it (heavy noise), background statistics are; the reason says so.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ ANALYSIS_SIDE = 256
 
 # dimension -> [(statistic, bad, good, weight)]
 MAPPING: dict[str, list[tuple[str, float, float, float]]] = {
-    "imaging_quality": [("detail", 0.05, 0.3, 0.5), ("noise_sigma", 12.0, 3.0, 0.3), ("clipped", 0.3, 0.02, 0.2)],
+    "imaging_quality": [("detail", 0.08, 0.3, 0.5), ("noise_sigma", 12.0, 3.0, 0.3), ("clipped", 0.3, 0.02, 0.2)],
     "aesthetic_quality": [("colourfulness", 3.0, 35.0, 0.4), ("contrast", 0.04, 0.18, 0.4), ("clipped", 0.3, 0.02, 0.2)],
     "temporal_consistency": [("luma_flicker", 3.0, 0.3, 0.4), ("flicker_mae", 30.0, 4.0, 0.3),
                              ("jump_ratio", 8.0, 2.5, 0.3)],
@@ -74,7 +75,7 @@ def analyse(frames: np.ndarray, fps: float, subject: np.ndarray, ref_colour: np.
     """Every statistic the mapping uses (see the module docstring), from frames and subject masks."""
     stats = pixels.frame_stats(frames[static_indices(len(frames), fps)])
     # noise raises the sharpness statistic too: detail counts only as far as the noise allows
-    stats["detail"] = 0.05 + 0.25 * min(ramp(stats["sharpness"], 0.05, 0.3), ramp(stats["noise_sigma"], 12.0, 3.0))
+    stats["detail"] = 0.08 + 0.22 * min(ramp(stats["sharpness"], 0.08, 0.3), ramp(stats["noise_sigma"], 12.0, 3.0))
     if len(frames) >= 3:
         fl, sm = temporal.flicker(frames), temporal.smoothness(frames)
         stats.update(flicker_mae=fl["mae"], interp_mae=sm["interp_mae"], jump_ratio=sm["jump_ratio"],
@@ -82,9 +83,10 @@ def analyse(frames: np.ndarray, fps: float, subject: np.ndarray, ref_colour: np.
     grown = masks_lib.dilate(subject)
     try:
         bg = temporal.background(frames, grown)
-        stats.update(bg_flicker=bg["flicker"], bg_drift=bg["drift"])
-    except ValueError:
-        pass
+    except ValueError:  # the "subject" covers the frame (e.g. heavy noise): the whole frame stands in
+        bg = temporal.background(frames, np.zeros_like(grown))
+        stats["bg_whole_frame"] = True
+    stats.update(bg_flicker=bg["flicker"], bg_drift=bg["drift"])
     whole = subject.reshape(len(frames), -1).any(1).sum() < 2
     try:
         dr = temporal.subject_drift(frames, np.ones_like(subject) if whole else subject, ref_colour)
@@ -117,6 +119,8 @@ def proxy_scores(stats: dict) -> tuple[dict[str, float], dict[str, str]]:
         reasons[dim] = "proxy from " + ", ".join(used)
     if stats.get("subject_whole_frame"):
         reasons["subject_consistency"] += " (no subject found: whole frame)"
+    if stats.get("bg_whole_frame"):
+        reasons["background_consistency"] += " (no background found: whole frame)"
     return scores, reasons
 
 
@@ -144,6 +148,9 @@ class OfflineScorer:
                 ref_col = reference_colour(shrink(media.read_image(reference), self.max_side), self.segmenter)
             except (ValueError, FileNotFoundError, OSError) as e:
                 raise ScoreError(f"reference {reference}: {e}", "input") from None
+        if len(frames) < 3:
+            raise ScoreError(f"video {video}: {len(frames)} frame(s), too short for the temporal dimensions (need 3)",
+                             "input")
         subject, _ = masks_lib.subject_masks(frames, self.segmenter)
         scores, reasons = proxy_scores(analyse(frames, fps, subject, ref_col))
         return VideoScore(scores, self.name, reasons)
