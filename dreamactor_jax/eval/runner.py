@@ -99,6 +99,11 @@ def run_cases(bench: Bench, out: str | os.PathLike, evaluator: Evaluator, *, gen
         result = case / "result.json"
         d, r = bench.case(pair)
         bar.set_postfix_str(pair.id[:40])
+        problem = input_problem(bench, pair)
+        if problem:
+            write_record(result, _skip(bench, pair, "input", problem))
+            counts["skipped"] += 1
+            continue
         if generator is not None:
             video = case / "video.mp4"
             if not video.is_file():
@@ -132,6 +137,17 @@ def run_cases(bench: Bench, out: str | os.PathLike, evaluator: Evaluator, *, gen
         counts["skipped" if rec["status"] != "ok" else "scored"] += 1
     bar.close()
     return counts
+
+
+def input_problem(bench: Bench, pair: Pair) -> str | None:
+    """Why a pair cannot be run at all (a missing reference or driving file), or None."""
+    d, r = bench.case(pair)
+    if not r.path.is_file():
+        return f"reference {r.id}: missing file {r.path}"
+    files = [p for p in (d.path, d.pose) if p is not None]
+    if not any(p.is_file() for p in files):
+        return f"driving {d.id}: missing file {files[0]}"
+    return None
 
 
 def _one_line(e: BaseException) -> str:
