@@ -3,8 +3,8 @@
 Layout (rows of thumbnails `height` pixels high, labelled):
     reference | driving  t0 ... t5
               | generated t0 ... t5
-with the same six instants in both rows (evenly spread over the generated video), plus a line
-of scores under the image when given.
+with the same six instants in both rows (evenly spread over the generated video; driving frames
+centre-cropped to the output's aspect, as the sampler crops them), plus a line of scores.
 """
 
 from __future__ import annotations
@@ -40,6 +40,18 @@ def _row(frames: list[np.ndarray], height: int, labels: list[str]) -> Image.Imag
     return row
 
 
+def _crop_to(img: np.ndarray, aspect: float) -> np.ndarray:
+    """Centre crop to width / height = aspect (what the sampler's default `crop` fit shows the model)."""
+    h, w = img.shape[:2]
+    if abs(w / h - aspect) < 0.02:
+        return img
+    if w / h > aspect:
+        nw = max(1, round(h * aspect))
+        return img[:, (w - nw) // 2:(w - nw) // 2 + nw]
+    nh = max(1, round(w / aspect))
+    return img[(h - nh) // 2:(h - nh) // 2 + nh]
+
+
 def contact_sheet(reference: np.ndarray | None, driving: np.ndarray | None, generated: np.ndarray,
                   fps: float, *, title: str = "", footer: str = "", n: int = 6, height: int = 128) -> Image.Image:
     """The sheet as a PIL image (`driving` and `generated` uint8 [T, H, W, 3]; either may be None)."""
@@ -48,7 +60,8 @@ def contact_sheet(reference: np.ndarray | None, driving: np.ndarray | None, gene
     rows = []
     if driving is not None:
         d_idx = [min(i, len(driving) - 1) for i in idx]
-        rows.append(_row([driving[i] for i in d_idx], height, ["driving " + times[0]] + times[1:]))
+        aspect = generated.shape[2] / generated.shape[1]
+        rows.append(_row([_crop_to(driving[i], aspect) for i in d_idx], height, ["driving " + times[0]] + times[1:]))
     rows.append(_row([generated[i] for i in idx], height, ["generated " + times[0]] + times[1:]))
     left = _row([reference], height * len(rows) + LABEL_H * (len(rows) - 1), ["reference"]) if reference is not None else None
     width = (left.width + 4 if left else 0) + max(r.width for r in rows)
