@@ -109,7 +109,8 @@ class Generator:
         """Reads the weights now (a bad checkpoint is one error for the run, not a skip per pair)."""
         a = self.args
         with self._once.active():
-            self._once.loading.load(self.checkpoint, base=a.base, vae=a.vae, dtype=a.dtype)
+            self._once.loading.load(self.checkpoint, base=getattr(a, "base", None), vae=getattr(a, "vae", None),
+                                    dtype=getattr(a, "dtype", None))
 
     def argv(self, pair: Pair, driving: Driving, reference: Reference, out: Path) -> list[str]:
         if self.variant == "e2e" or self.retarget or driving.pose is None:
@@ -135,7 +136,10 @@ class Generator:
         with open(log_path, "w") as logf, contextlib.redirect_stdout(logf), contextlib.redirect_stderr(logf):
             print("python launch/sample.py " + " ".join(argv), flush=True)
             with self._once.active():
-                code = self.module.main(argv)
+                try:
+                    code = self.module.main(argv)
+                except SystemExit as e:  # argparse inside the sampler: this pair's flags, not the run
+                    code = e.code if isinstance(e.code, int) else 2
         if code:
             raise ValueError(f"launch/sample.py exited with {code} (see {log_path})")
         if not Path(out).is_file():

@@ -95,10 +95,10 @@ def subject_masks(frames: np.ndarray, segmenter: Segmenter | None = None) -> tup
 
 
 def dilate(masks: np.ndarray, frac: float = 0.02) -> np.ndarray:
-    """Masks grown by `frac` of the frame's longer side (a margin around the subject's edges)."""
+    """Masks ([H, W] or [T, H, W]) grown by `frac` of the frame's longer side (a diamond of that
+    radius: a margin around the subject's edges)."""
     r = max(1, int(round(frac * max(masks.shape[-2:]))))
     st = ndimage.generate_binary_structure(2, 1)
-    st = ndimage.iterate_structure(st, r)
-    if masks.ndim == 2:
-        return ndimage.binary_dilation(masks, st)
-    return np.stack([ndimage.binary_dilation(m, st) for m in masks])
+    if masks.ndim == 3:
+        st = st[None]  # no growth across time
+    return ndimage.binary_dilation(masks, st, iterations=r)
