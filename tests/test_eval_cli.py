@@ -169,6 +169,8 @@ def test_score_only_with_ab_and_one_line_errors(world, tmp_path, capsys):
         (["--report-only", "--bench", tmp_path / "nope.jsonl", "--out", out_b], "no such manifest"),
         (["--report-only", "--bench", bench, "--out", out_b, "--shard", "2/2"], "--shard"),
         (["--report-only", "--bench", bench, "--out", out_b, "--compare", tmp_path], "not an evaluate output"),
+        (["--report-only", "--bench", bench, "--out", out_b, "--i3d", tmp_path / "i3d.pt"], "--i3d"),
+        (["--report-only", "--bench", bench, "--out", out_b, "--dino", tmp_path], "--dino"),
     ]
     for argv, needle in cases:
         assert evaluate(argv) == 2, argv

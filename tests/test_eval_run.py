@@ -201,3 +201,19 @@ def test_pose_clips_from_keypoint_files_are_retimed(tmp_path):
     r = resample(clip, 8.0, 4)
     assert len(r) == 4 and r.fps == 8.0 and [f is POSES[i] for f, i in zip(r.frames, (0, 3, 6, 9))] == [True] * 4
     assert len(resample(clip, 24.0, 5)) == 5
+
+
+def test_fvd_of_a_run_needs_two_videos_a_side(world):
+    """FVD plumbing over a run's records, with a stand-in feature model (not I3D)."""
+    from dreamactor_jax.eval.features import bench_fvd
+    from dreamactor_jax.eval.report import load_records
+
+    root, bench, outputs, _ = world
+    out = root / "out_fvd"
+    run_cases(bench, out, evaluator(bench, out), videos=outputs, progress=False)
+    records = list(load_records(bench, out).values())
+
+    def model(videos):  # mean colour of each quarter of the clip: a crude video feature
+        return np.stack([np.concatenate([q.reshape(-1, 3).mean(0) for q in np.array_split(v, 4)]) for v in videos])
+    with pytest.raises(ValueError, match="at least 2 videos on each side, got 2 and 1"):
+        bench_fvd(model, bench, records)  # two outputs, but one driving video

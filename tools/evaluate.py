@@ -72,17 +72,11 @@ def _split(argv):
     return argv, []
 
 
-def _fvd(args, bench, out: Path) -> dict | None:
-    from dreamactor_jax.eval.features import fvd
-    from dreamactor_jax.eval.frames import read_frames
-    from dreamactor_jax.eval.i3d import load_i3d
+def _fvd(model, bench, out: Path) -> dict:
+    from dreamactor_jax.eval.features import bench_fvd
     from dreamactor_jax.eval.report import load_records
 
-    recs = [r for r in load_records(bench, out).values() if r and r.get("status") == "ok"]
-    gen = [read_frames(r["video"], max_side=256)[0] for r in recs]
-    drivings = {bench.drivings[r["driving"]].path for r in recs if bench.drivings[r["driving"]].path}
-    real = [read_frames(p, max_side=256)[0] for p in sorted(drivings) if p.is_file()]
-    res = fvd(load_i3d(args.i3d, device=args.device), gen, real)
+    res = bench_fvd(model, bench, list(load_records(bench, out).values()))
     res["detector"] = "pytorch-i3d (1024-d pooled features); not comparable with TF-hub I3D FVDs"
     return res
 
@@ -104,6 +98,16 @@ def main(argv=None) -> int:
         raise ValueError(f"--compare {args.compare}: not an evaluate output folder (no cases/)")
     if args.score_only and not Path(args.score_only).is_dir():
         raise FileNotFoundError(f"--score-only {args.score_only}: no such folder")
+    i3d = None
+    if args.i3d:  # a bad weights file is an error now, not after the run
+        from dreamactor_jax.eval.i3d import load_i3d
+
+        i3d = load_i3d(args.i3d, device=args.device)
+    for flag, folder in (("--dino", args.dino), ("--clip", args.clip)):
+        if folder:
+            from dreamactor_jax.eval.features import check_folder
+
+            check_folder(folder, flag)
     missing = bench.missing_files()
     if missing:
         print(f"warning: {len(missing)} file(s) named by {args.bench} do not exist; their cases will be skipped: "
@@ -145,9 +149,13 @@ def main(argv=None) -> int:
         if getattr(scorer, "stats", None):
             print("judge: " + ", ".join(f"{k} {v}" for k, v in sorted(scorer.stats.items())), file=sys.stderr)
     if args.i3d:
-        res = _fvd(args, bench, out)
-        write_text_atomic(out / "fvd.json", json.dumps(res, indent=1))
-        info["FVD"] = f"{res['fvd']:.1f} ({res['videos'][0]} outputs vs {res['videos'][1]} drivings, {res['detector']})"
+        try:
+            res = _fvd(i3d, bench, out)
+            write_text_atomic(out / "fvd.json", json.dumps(res, indent=1))
+            info["FVD"] = f"{res['fvd']:.1f} ({res['videos'][0]} outputs vs {res['videos'][1]} drivings, {res['detector']})"
+        except ValueError as e:  # the run's cases are kept and reported; only FVD is missing
+            info["FVD"] = f"not computed: {e}"
+            print(f"warning: FVD not computed: {e}", file=sys.stderr)
     summ = write_report(bench, out, title=args.title or "", compare=args.compare, label=args.label,
                         compare_label=args.compare_label, info=info)
     vb = summ["video_bench"]

@@ -37,7 +37,7 @@ FVD_SIZE = 224
 VideoFeatures = Callable[[np.ndarray], np.ndarray]  # uint8 [N, T, H, W, 3] -> [N, D]
 
 
-def _folder(path, flag: str) -> Path:
+def check_folder(path, flag: str) -> Path:
     p = Path(path)
     if not (p / "config.json").is_file():
         raise ValueError(f"{flag} {p}: not a transformers model folder (no config.json); weights are never downloaded")
@@ -76,7 +76,7 @@ class ImageEncoder:
         import transformers
 
         flag = {"dino": "--dino", "clip": "--clip"}[kind]
-        folder = _folder(path, flag)
+        folder = check_folder(path, flag)
         try:
             if kind == "clip":
                 self.model = transformers.CLIPModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
@@ -166,3 +166,14 @@ def fvd(model: VideoFeatures, generated: list[np.ndarray], real: list[np.ndarray
     g = model(np.stack([fvd_clip(v) for v in generated]))
     r = model(np.stack([fvd_clip(v) for v in real]))
     return {"fvd": frechet_distance(g, r), "videos": [len(generated), len(real)]}
+
+
+def bench_fvd(model: VideoFeatures, bench, records: list[dict], max_side: int = 256) -> dict:
+    """FVD of a run's scored outputs against the bench's driving videos (each driving once)."""
+    from dreamactor_jax.eval.frames import read_frames
+
+    ok = [r for r in records if r and r.get("status") == "ok" and r.get("video")]
+    gen = [read_frames(r["video"], max_side=max_side)[0] for r in ok]
+    paths = sorted({str(bench.drivings[r["driving"]].path) for r in ok if bench.drivings[r["driving"]].path})
+    real = [read_frames(p, max_side=max_side)[0] for p in paths]
+    return fvd(model, gen, real)
