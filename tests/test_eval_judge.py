@@ -17,7 +17,6 @@ import pytest
 from google.genai import errors, types
 
 from dreamactor_jax import media
-from dreamactor_jax.eval import judge as judge_lib
 from dreamactor_jax.eval import prompts
 from dreamactor_jax.eval.frames import grid_indices, static_indices
 from dreamactor_jax.eval.transports import GeminiTransport, JudgeRequest, OpenAITransport, TransportError

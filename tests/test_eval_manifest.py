@@ -49,7 +49,8 @@ def test_parses_records_tags_and_paths(tmp_path):
     assert bench.tags(p)["driving age"] == "child"
     # --root replaces the manifest's folder as the base of relative paths
     (tmp_path / "elsewhere").mkdir()
-    assert load_bench(write(tmp_path, GOOD), tmp_path / "elsewhere").drivings["d1"].path == tmp_path / "elsewhere/videos/d1.mp4"
+    moved = load_bench(write(tmp_path, GOOD), tmp_path / "elsewhere")
+    assert moved.drivings["d1"].path == tmp_path / "elsewhere/videos/d1.mp4"
     assert len(bench.missing_files()) == 4  # nothing exists: counted, not an error
 
 

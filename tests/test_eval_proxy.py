@@ -12,7 +12,6 @@ import pytest
 from scipy import ndimage
 
 from dreamactor_jax import media
-from dreamactor_jax.eval import proxy
 from dreamactor_jax.eval.videobench import DIMENSIONS, ScoreError, Scorer, VideoScore, make_scorer
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"

@@ -5,7 +5,6 @@ bench, and the report (Markdown, self-contained HTML, contact sheets, A/B) says 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -63,7 +63,9 @@ def contact_sheet(reference: np.ndarray | None, driving: np.ndarray | None, gene
         aspect = generated.shape[2] / generated.shape[1]
         rows.append(_row([_crop_to(driving[i], aspect) for i in d_idx], height, ["driving " + times[0]] + times[1:]))
     rows.append(_row([generated[i] for i in idx], height, ["generated " + times[0]] + times[1:]))
-    left = _row([reference], height * len(rows) + LABEL_H * (len(rows) - 1), ["reference"]) if reference is not None else None
+    left = None
+    if reference is not None:
+        left = _row([reference], height * len(rows) + LABEL_H * (len(rows) - 1), ["reference"])
     width = (left.width + 4 if left else 0) + max(r.width for r in rows)
     top = LABEL_H + 4 if title else 0
     bottom = LABEL_H + 4 if footer else 0

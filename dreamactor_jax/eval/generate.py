@@ -116,7 +116,8 @@ class Generator:
         if self.variant == "e2e" or self.retarget or driving.pose is None:
             if driving.path is None:
                 why = "the end-to-end checkpoint" if self.variant == "e2e" else "--retarget"
-                raise ValueError(f"driving {driving.id}: has only a rendered skeleton video; {why} needs the raw video ('path')")
+                raise ValueError(f"driving {driving.id}: has only a rendered skeleton video; {why} needs "
+                                 "the raw video ('path')")
             motion = ["--driving", str(driving.path)]
         else:
             motion = ["--pose", str(driving.pose)]

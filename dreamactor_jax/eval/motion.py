@@ -9,7 +9,8 @@ at the same time. Each clip is box-normalised on its own: one box over every vis
 hand point of every person and frame, coordinates taken relative to its centre and divided by its
 longer side; so a character standing elsewhere or drawn at another size is not penalised, only
 its motion. The box spans the whole motion, so an output that moves less than the driving (a
-still image) is off everywhere, not only at the moving joints. The face (68 points) is normalised by its own box in the same way, so expressions
+still image) is off everywhere, not only at the moving joints. The face (68 points) is normalised
+by its own box in the same way, so expressions
 count. People are matched left to right. For each part (head, torso, arms, legs, hands, face):
 `pck@0.05` / `pck@0.1` (share of the driving's visible points found within that distance),
 `err` (mean distance; a point the driving shows and the output misses is charged `MISS_COST`)

@@ -204,7 +204,8 @@ def ab_tables(bench: Bench, a: dict, b: dict, label_a: str, label_b: str) -> lis
         else:
             diffs = [y["score"]["mean"] - x["score"]["mean"] for x, y in zip(ra, rb)]
         up, down = sum(d > 1e-9 for d in diffs), sum(d < -1e-9 for d in diffs)
-        rows.append([name, _fmt(va[i]), _fmt(vb[i]), _fmt(vb[i] - va[i], "{:+.2f}"), f"{up} / {len(diffs) - up - down} / {down}"])
+        rows.append([name, _fmt(va[i]), _fmt(vb[i]), _fmt(vb[i] - va[i], "{:+.2f}"),
+                     f"{up} / {len(diffs) - up - down} / {down}"])
     for lab, path, up_good, f in METRICS:
         xa, xb = _mean(_get(r, path) for r in ra), _mean(_get(r, path) for r in rb)
         if xa is not None and xb is not None:
