@@ -122,9 +122,18 @@ def test_generate_score_report_and_resume(world, tmp_path, capsys):
     assert (out / "cases" / "walk__a" / "video.mp4").stat().st_mtime_ns == mtime
 
 
-def test_weights_are_read_once_for_all_pairs(world, tmp_path):
+def test_weights_are_read_once_for_all_pairs(world, tmp_path, monkeypatch):
     from dreamactor_jax.eval.generate import Generator
     from dreamactor_jax.eval.manifest import load_bench
+    from dreamactor_jax.sampling import loading
+
+    reads = []
+    real_load = loading.load
+
+    def counting_load(*a, **k):  # the real reader, counted however launch/sample.py reaches it
+        reads.append(a)
+        return real_load(*a, **k)
+    monkeypatch.setattr(loading, "load", counting_load)
 
     bench = load_bench(world / "media" / "bench.jsonl")
     gen = Generator(world / "run", SAMPLER + ["--frames", "5", "--segment-frames", "5",
@@ -135,9 +144,8 @@ def test_weights_are_read_once_for_all_pairs(world, tmp_path):
     for p in bench.pairs:
         gen(p, *bench.case(p), tmp_path / f"{p.id}.mp4", tmp_path / f"{p.id}.log")
         assert media.read_video(tmp_path / f"{p.id}.mp4").shape == (5, 32, 32, 3)
-    assert gen._once.calls == 1  # one read of the weights for the whole bench
-    from dreamactor_jax.sampling import loading
-    assert loading.load is gen._once.real  # the memo is only active during a call
+    assert gen._once.calls == 1 and len(reads) == 1  # one read of the weights for the whole bench
+    assert loading.load is counting_load  # the memo is only active during a call
 
 
 def test_score_only_with_ab_and_one_line_errors(world, tmp_path, capsys):
