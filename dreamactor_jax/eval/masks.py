@@ -13,6 +13,7 @@ subject and background. Two sources, both offline:
 
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import numpy as np
@@ -35,9 +36,11 @@ class MediaPipeSegmenter:
             raise ValueError("the mediapipe segmenter needs mediapipe==0.10.14: pip install "
                              "'dreamactor-jax[pose]' (or use --segmenter motion)") from None
         self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        self._lock = threading.Lock()  # one MediaPipe graph: callers in several threads take turns
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        res = self._seg.process(np.ascontiguousarray(image))
+        with self._lock:
+            res = self._seg.process(np.ascontiguousarray(image))
         m = res.segmentation_mask
         return np.zeros(image.shape[:2], np.float32) if m is None else np.asarray(m, np.float32)
 
