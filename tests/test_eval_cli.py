@@ -138,7 +138,7 @@ def test_weights_are_read_once_for_all_pairs(world, tmp_path, monkeypatch):
     bench = load_bench(world / "media" / "bench.jsonl")
     gen = Generator(world / "run", SAMPLER + ["--frames", "5", "--segment-frames", "5",
                                               "--text-embeddings", str(world / "text.safetensors")])
-    assert gen.variant == "pose" and gen.settings == {"segment_frames": 5, "overlap": 1, "fit": "crop"}
+    assert gen.variant == "pose" and gen.settings["segment_frames"] == 5 and gen.settings["overlap"] == 1
     argv = gen.argv(bench.pairs[0], *bench.case(bench.pairs[0]), tmp_path / "x.mp4")
     assert argv[argv.index("--pose") + 1].endswith("walk_kps.mp4") and "--driving" not in argv
     for p in bench.pairs:

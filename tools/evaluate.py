@@ -130,7 +130,7 @@ def main(argv=None) -> int:
             print(f"loading {args.checkpoint} ...", file=sys.stderr)
             generator.preload()
         opts = MetricOptions(estimator=args.pose_estimator, det_model=args.det_model, pose_model=args.pose_model,
-                             segmenter=args.segmenter, analysis_side=args.analysis_side, fit=seg.get("fit", "crop"),
+                             segmenter=args.segmenter, analysis_side=args.analysis_side, fit=seg.get("fit"),
                              segment_frames=seg.get("segment_frames"), overlap=seg.get("overlap"),
                              dino=args.dino, clip=args.clip, device=args.device)
         if args.scorer == "offline":

@@ -45,7 +45,8 @@ class MetricOptions:
     pose_model: str | None = None
     segmenter: str = "auto"               # subject masks: auto / mediapipe / motion
     analysis_side: int = 512              # frames shrunk to this longer side for the metrics
-    fit: str = "crop"                     # how the sampler fitted the driving to the panel (ground truth)
+    fit: str | None = None                # how the sampler fitted the driving to the panel (ground truth);
+                                          # None: its default (crop; pad a video of the other orientation)
     segment_frames: int | None = None     # seams of long videos made by the sampler
     overlap: int | None = None
     dino: str | None = None
@@ -294,8 +295,9 @@ class Evaluator:
         gt, _ = read_frames(truth, fps=fps, max_frames=len(full))
         h, w = full.shape[1:3]
         if gt.shape[1:3] != (h, w):
+            fit = self.opts.fit or ("pad" if (gt.shape[2] > gt.shape[1]) != (w > h) else "crop")
             if h % 16 == 0 and w % 16 == 0:
-                gt = media.resize_to(gt, h, w, mode=self.opts.fit)
+                gt = media.resize_to(gt, h, w, mode=fit)
             else:
                 from PIL import Image
 

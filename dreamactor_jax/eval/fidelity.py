@@ -5,8 +5,9 @@ Frames are compared one by one (uint8, pixel range 1 after scaling), then averag
   videos, where it is infinite);
 - `ssim`: Wang et al. (2004) with a Gaussian window (sigma 1.5, truncated at 3.5 sigma),
   C1 = 0.01^2, C2 = 0.03^2, per channel, reflect padding, averaged over pixels and frames.
-A ground truth is read at the output's frame rate and resized to its size exactly as the sampler
-resizes the driving video (`media.resize_to`, crop by default), so frame k meets frame k.
+A ground truth is read at the output's frame rate and resized to its size as the sampler resizes
+the driving video (`media.resize_to`; `--fit`, else crop, or pad for a video of the other
+orientation), so frame k meets frame k.
 """
 
 from __future__ import annotations

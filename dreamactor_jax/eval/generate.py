@@ -103,7 +103,7 @@ class Generator:
         """What the metrics need to know about the sampling (segment seams, panel fit)."""
         a = self.args
         return {"segment_frames": getattr(a, "segment_frames", None), "overlap": getattr(a, "overlap", None),
-                "fit": getattr(a, "fit", "crop")}
+                "fit": getattr(a, "fit", None)}
 
     def preload(self) -> None:
         """Reads the weights now (a bad checkpoint is one error for the run, not a skip per pair)."""
