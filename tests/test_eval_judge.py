@@ -127,6 +127,23 @@ def test_rate_limits_and_timeouts_back_off_then_give_up(clip):
     assert e.value.reason == "auth" and len(t.requests) == 1 and not sleeps  # final: no retry
 
 
+def test_workers_ask_the_six_questions_at_once(clip):
+    seen, lock, peak = [], threading.Lock(), [0]
+
+    def slow(req):
+        with lock:
+            seen.append(req.dimension)
+            peak[0] = max(peak[0], len(seen) - sum(1 for _ in done))
+        time.sleep(0.05)
+        done.append(1)
+        return answer(1 + DIMENSIONS.index(req.dimension) % 5)
+    done = []
+    s, _ = scorer(Script(default=slow), workers=6)
+    vs = s.score(clip / "v.mp4")
+    assert sorted(seen) == sorted(DIMENSIONS) and peak[0] > 1
+    assert vs.scores == {d: float(1 + i % 5) for i, d in enumerate(DIMENSIONS)}
+
+
 def test_cache_keys_video_prompt_version_and_model(clip, tmp_path, monkeypatch):
     t = Script(default=answer(4))
     s, _ = scorer(t, tmp_path)

@@ -46,6 +46,7 @@ def parse_args(argv):
     p.add_argument("--no-json-mode", action="store_true", help="openai: do not send response_format json_object")
     p.add_argument("--judge-cache", help="judge answer cache (default OUT/judge_cache)")
     p.add_argument("--judge-timeout", type=float, default=120.0, help="seconds per judge request")
+    p.add_argument("--judge-workers", type=int, default=1, help="questions asked at once per video (up to 6)")
     p.add_argument("--pose-estimator", default="mediapipe", choices=("mediapipe", "dwpose", "none"),
                    help="re-estimates poses for motion fidelity and body shape")
     p.add_argument("--det-model", help="DWPose detector ONNX")
@@ -138,6 +139,7 @@ def main(argv=None) -> int:
         else:
             scorer = make_scorer(args.scorer, model=args.model, base_url=args.base_url,
                                  cache_dir=args.judge_cache or out / "judge_cache", timeout_s=args.judge_timeout,
+                                 workers=args.judge_workers,
                                  **({"json_mode": not args.no_json_mode} if args.scorer == "openai" else {}))
         info["scorer"] = scorer.name
         write_run_info(out, info)

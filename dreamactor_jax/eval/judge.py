@@ -9,7 +9,7 @@ anything else is malformed and asked again, `answer_retries` times). Rate limits
 errors and timeouts are retried with exponential backoff and jitter (`max_attempts` in all);
 what still fails is a `ScoreError` with its reason, which the runner counts as a skipped case.
 
-Answers are cached on disk (`JudgeCache`): one file per (video sha256, reference sha256,
+`workers` > 1 asks the six questions of a video at once. Answers are cached on disk (`JudgeCache`): one file per (video sha256, reference sha256,
 dimension, prompt version, backend + model); a repeated run asks nothing. No key in the cache.
 """
 
@@ -122,8 +122,8 @@ class MLLMScorer:
 
     def __init__(self, cfg: JudgeConfig, transport: Callable[[JudgeRequest], str], *,
                  cache_dir: str | os.PathLike | None = None, sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None, model_id: str | None = None):
-        self.cfg, self.transport = cfg, transport
+                 rng: random.Random | None = None, model_id: str | None = None, workers: int = 1):
+        self.cfg, self.transport, self.workers = cfg, transport, max(1, int(workers))
         self.cache = JudgeCache(cache_dir) if cache_dir else None
         self.sleep, self.rng = sleep, rng or random.Random()
         self.model_id = model_id or f"{cfg.backend}:{cfg.model}"  # what the cache is keyed by
@@ -194,8 +194,7 @@ class MLLMScorer:
                 raise ScoreError(f"reference {reference}: {e}", "input") from None
             rsha = sha256_file(reference)
         shown = judge_frames(frames, fps)
-        scores, reasons = {}, {}
-        for dim in DIMENSIONS:
+        def one(dim: str) -> tuple[int, str]:
             kind, _ = prompts.CRITERIA[dim]
             use_ref = dim == "subject_consistency" and ref_jpeg is not None
             images = ([ref_jpeg] if use_ref else []) + shown[kind]
@@ -204,21 +203,30 @@ class MLLMScorer:
             hit = self.cache.get(*key) if self.cache else None
             if hit is not None:
                 self._count("cache_hits")
-                scores[dim], reasons[dim] = hit
-                continue
+                return hit
             req = JudgeRequest(dim, prompts.SYSTEM, prompts.request_text(dim, num_images=len(shown[kind]),
                                                                          with_reference=use_ref),
                                tuple(images), self.cfg.model, self.cfg.temperature)
-            scores[dim], reasons[dim] = self.ask(req, f"{video.name} {dim}")
+            got = self.ask(req, f"{video.name} {dim}")
             if self.cache:
-                self.cache.put(*key, scores[dim], reasons[dim])
-        return VideoScore(scores, self.name, reasons)
+                self.cache.put(*key, *got)
+            return got
+
+        if self.workers > 1:  # the six questions at once (each still retried on its own)
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(self.workers, len(DIMENSIONS))) as pool:
+                answers = dict(zip(DIMENSIONS, pool.map(one, DIMENSIONS)))
+        else:
+            answers = {d: one(d) for d in DIMENSIONS}
+        return VideoScore({d: a[0] for d, a in answers.items()}, self.name, {d: a[1] for d, a in answers.items()})
 
 
 def make_judge(kind: str, *, model: str | None = None, base_url: str | None = None,
                cache_dir: str | os.PathLike | None = None, transport: Callable | None = None,
                timeout_s: float = 120.0, max_attempts: int = 6, answer_retries: int = 2,
-               json_mode: bool = True, client=None, sleep: Callable[[float], None] = time.sleep) -> MLLMScorer:
+               json_mode: bool = True, client=None, sleep: Callable[[float], None] = time.sleep,
+               workers: int = 1) -> MLLMScorer:
     """The Gemini or OpenAI-compatible judge; `transport` replaces the network (tests)."""
     from dreamactor_jax.eval.transports import GeminiTransport, OpenAITransport
 
@@ -233,4 +241,4 @@ def make_judge(kind: str, *, model: str | None = None, base_url: str | None = No
             model_id = f"openai:{base_url.rstrip('/')}:{model}"
     elif transport is None:
         transport = GeminiTransport(client=client, timeout_s=timeout_s)
-    return MLLMScorer(cfg, transport, cache_dir=cache_dir, sleep=sleep, model_id=model_id)
+    return MLLMScorer(cfg, transport, cache_dir=cache_dir, sleep=sleep, model_id=model_id, workers=workers)

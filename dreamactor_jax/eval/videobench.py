@@ -17,7 +17,7 @@ the mean of the six is above 4) by Video-Bench's six human-aligned dimensions, e
   server): the MLLM judge (`judge.MLLMScorer`), with versioned prompts, Video-Bench's frame
   sampling, validated JSON answers, retries and an on-disk cache.
 Options common to the judges: `model=`, `cache_dir=`, `transport=` (a callable standing in for the
-network in tests), `timeout_s=`, `max_attempts=`.
+network in tests), `timeout_s=`, `max_attempts=`, `workers=` (questions asked at once).
 """
 
 from __future__ import annotations
