@@ -161,6 +161,9 @@ def test_score_only_with_ab_and_one_line_errors(world, tmp_path, capsys):
     assert "1 pending" in capsys.readouterr().out
     assert evaluate(["--score-only", videos, "--bench", bench, "--out", out_a, *OPTS, "--shard", "0/2"]) == 0
     assert "2 scored, 0 skipped, 0 pending" in capsys.readouterr().out  # the report covers both shards
+    assert evaluate(["--report-only", "--bench", bench, "--out", out_a, "--title", "again"]) == 0
+    md = (out_a / "report.md").read_text()
+    assert md.startswith("# Evaluation: again") and f"score_only `{videos}`" in md  # what made the cases
     (videos / "walk__b.mp4").unlink()
     assert evaluate(["--score-only", videos, "--bench", bench, "--out", out_b, *OPTS, "--compare", out_a,
                      "--label", "new", "--compare-label", "old"]) == 0

@@ -116,7 +116,11 @@ def main(argv=None) -> int:
     info = {"bench": str(bench.source), "root": args.root, "checkpoint": args.checkpoint,
             "score_only": args.score_only, "sampler_flags": " ".join(sample_args), "scorer": args.scorer}
 
-    if not args.report_only:
+    if args.report_only:  # the report names what made the cases, not this command
+        from dreamactor_jax.eval.runner import read_record
+
+        info = read_record(out / "run.json") or {"bench": str(bench.source)}
+    else:
         from dreamactor_jax.eval.cases import Evaluator, MetricOptions
         from dreamactor_jax.eval.runner import run_cases
         from dreamactor_jax.eval.videobench import make_scorer
