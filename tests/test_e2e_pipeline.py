@@ -27,6 +27,7 @@ from dreamactor_jax.e2e import generator, units  # noqa: E402
 from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
 from dreamactor_jax.models.vae import VAEConfig  # noqa: E402
 from dreamactor_jax.sampling import inputs as sample_inputs  # noqa: E402
+from dreamactor_jax.sampling.pipeline import to_unit  # noqa: E402
 from dreamactor_jax.train.trainer import train  # noqa: E402
 from dreamactor_jax.utils import cli_main  # noqa: E402
 
@@ -151,7 +152,7 @@ def test_synthesize_filter_preprocess_train_and_sample_end_to_end(world, tmp_pat
     assert (Path(meta["source"]).name, Path(meta["driving"]).name, meta["variant"]) == \
         ("source.mp4", "generated.mp4", "e2e")
     # Eq. 4: the target is V_src (left) beside V_o (right), and the canvas' frame 0 holds I_ref = V_src[0]
-    src, gen = (pp._pixels(media.read_video(f)) for f in (got[0].source, got[0].generated))
+    src, gen = (to_unit(media.read_video(f)) for f in (got[0].source, got[0].generated))
     want_target = np.asarray(encode(np.concatenate([src, gen], axis=2)[None]))[0]
     want_canvas = np.asarray(incontext.encode_canvas(encode, incontext.make_canvas(src[0], gen, fill=-1.0)[None]))[0]
     for have, want in ((arrays["target"], want_target), (arrays["canvas"], want_canvas)):
