@@ -91,7 +91,7 @@ def test_unscorable_units_are_counted_dropped_and_retried(fresh_units):
 
 
 # ---------------------------------------------------------------------------------------------
-# the command line, with the fake scorer behind eval.videobench.make_scorer
+# the command line, with the fake scorer behind eval.scorers.make_scorer
 # ---------------------------------------------------------------------------------------------
 
 
@@ -108,18 +108,18 @@ def _cli(argv) -> int:
 
 @pytest.fixture
 def videobench(monkeypatch):
-    """A stand-in `dreamactor_jax.eval.videobench` module whose make_scorer records its arguments."""
+    """A stand-in `dreamactor_jax.eval.scorers` module whose make_scorer records its arguments."""
     made = []
 
     def make_scorer(kind, **options):
         made.append((kind, options))
         return FakeScorer(MEANS, name=f"{kind}:fake")
-    mod = types.ModuleType("dreamactor_jax.eval.videobench")
+    mod = types.ModuleType("dreamactor_jax.eval.scorers")
     mod.make_scorer = make_scorer
     pkg = sys.modules.get("dreamactor_jax.eval") or types.ModuleType("dreamactor_jax.eval")
     monkeypatch.setitem(sys.modules, "dreamactor_jax.eval", pkg)
-    monkeypatch.setitem(sys.modules, "dreamactor_jax.eval.videobench", mod)
-    monkeypatch.setattr(pkg, "videobench", mod, raising=False)
+    monkeypatch.setitem(sys.modules, "dreamactor_jax.eval.scorers", mod)
+    monkeypatch.setattr(pkg, "scorers", mod, raising=False)
     return made
 
 
@@ -157,7 +157,7 @@ def test_cli_filters_writes_manifest_and_pairs_that_preprocess_reads(fresh_units
 
 
 def test_a_missing_scorer_module_is_one_line(fresh_units, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "dreamactor_jax.eval.videobench", None)  # import fails
+    monkeypatch.setitem(sys.modules, "dreamactor_jax.eval.scorers", None)  # import fails
     assert _cli(["--units", fresh_units, "--scorer", "offline", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "dreamactor_jax.eval.videobench" in err[0]
+    assert len(err) == 1 and "dreamactor_jax.eval.scorers" in err[0]

@@ -20,7 +20,8 @@ from dreamactor_jax import media
 from dreamactor_jax.eval import prompts
 from dreamactor_jax.eval.frames import grid_indices, static_indices
 from dreamactor_jax.eval.transports import GeminiTransport, JudgeRequest, OpenAITransport, TransportError
-from dreamactor_jax.eval.videobench import DIMENSIONS, ScoreError, VideoScore, make_scorer
+from dreamactor_jax.eval.scorers import make_scorer
+from dreamactor_jax.eval.videobench import DIMENSIONS, ScoreError, VideoScore
 
 SECRET = "sk-test-SECRET-123"
 

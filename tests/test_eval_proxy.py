@@ -12,7 +12,8 @@ import pytest
 from scipy import ndimage
 
 from dreamactor_jax import media
-from dreamactor_jax.eval.videobench import DIMENSIONS, ScoreError, Scorer, VideoScore, make_scorer
+from dreamactor_jax.eval.scorers import make_scorer
+from dreamactor_jax.eval.videobench import DIMENSIONS, ScoreError, Scorer, VideoScore
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 

@@ -15,7 +15,7 @@ from dreamactor_jax.eval.cases import Evaluator, MetricOptions
 from dreamactor_jax.eval.manifest import load_bench
 from dreamactor_jax.eval.report import write_report
 from dreamactor_jax.eval.runner import find_video, parse_shard, run_cases
-from dreamactor_jax.eval.videobench import make_scorer
+from dreamactor_jax.eval.scorers import make_scorer
 from dreamactor_jax.pose import PoseClip, PoseFrame, standard_person
 
 T, H, W = 12, 48, 64

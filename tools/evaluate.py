@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     else:
         from dreamactor_jax.eval.cases import Evaluator, MetricOptions
         from dreamactor_jax.eval.runner import run_cases
-        from dreamactor_jax.eval.videobench import make_scorer
+        from dreamactor_jax.eval.scorers import make_scorer
 
         generator = None
         seg = {}

@@ -6,7 +6,7 @@ threshold (paper app. D: mean > 4), writing the pair list that tools/preprocess.
 
 The scorer is always explicit: `offline` (no network, no weights), `gemini` (key from
 GEMINI_API_KEY / GOOGLE_API_KEY) or `openai` (any OpenAI-compatible endpoint: --base-url, --model,
-key from OPENAI_API_KEY); see dreamactor_jax/eval/videobench.py. Each unit's V_o is scored with its
+key from OPENAI_API_KEY); see dreamactor_jax/eval/scorers.py. Each unit's V_o is scored with its
 reference I_o; scores are saved in the unit (scores.json, per scorer), so a second run, e.g. at
 another --threshold, asks the scorer nothing (--rescore to ask again). Outputs (atomic):
 `--manifest` (default UNITS/manifest.jsonl: every unit, its scores, mean and verdict) and `-o`

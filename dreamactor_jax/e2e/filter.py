@@ -34,13 +34,13 @@ SCORER_KINDS = ("offline", "gemini", "openai")
 
 
 def make_scorer(kind: str, **options) -> Any:
-    """The Video-Bench scorer of `kind` (`dreamactor_jax.eval.videobench.make_scorer`)."""
+    """The Video-Bench scorer of `kind` (`dreamactor_jax.eval.scorers.make_scorer`)."""
     if kind not in SCORER_KINDS:
         raise ValueError(f"--scorer {kind!r}: one of {', '.join(SCORER_KINDS)}")
     try:
-        from dreamactor_jax.eval.videobench import make_scorer as make
+        from dreamactor_jax.eval.scorers import make_scorer as make
     except ImportError as e:
-        raise ValueError(f"--scorer {kind}: the Video-Bench scorer (dreamactor_jax.eval.videobench) cannot be "
+        raise ValueError(f"--scorer {kind}: the Video-Bench scorer (dreamactor_jax.eval.scorers) cannot be "
                          f"imported ({e})") from None
     return make(kind, **options)
 

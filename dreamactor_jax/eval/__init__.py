@@ -2,7 +2,8 @@
 Video-Bench's six dimensions (an MLLM judge, or an offline proxy), offline metrics, a report.
 
 - manifest.py: the bench (drivings, references, tags, pairs), validated.
-- videobench.py: the scorer interface (DIMENSIONS, VideoScore, ScoreError, make_scorer).
+- videobench.py: the scorer interface (DIMENSIONS, VideoScore, ScoreError, Scorer);
+  scorers.py: make_scorer(kind), which builds one.
 - prompts.py, frames.py, judge.py, transports.py: the MLLM judge (Gemini / OpenAI-compatible).
 - proxy.py: the offline scorer (pixel statistics mapped to the six dimensions).
 - pixels.py, temporal.py, masks.py, motion.py, fidelity.py, features.py: offline metrics.

@@ -2,7 +2,8 @@
 
 The paper reports (sec. 4.1, tables 1-2) and filters pseudo pairs (appendix D: keep a pair when
 the mean of the six is above 4) by Video-Bench's six human-aligned dimensions, each graded
-1 very poor, 2 poor, 3 moderate, 4 good, 5 excellent. Every scorer answers the same way:
+1 very poor, 2 poor, 3 moderate, 4 good, 5 excellent. Every scorer answers the same way
+(`eval.scorers.make_scorer` builds one; this module imports none of them):
 
     scorer = make_scorer("offline")                       # no network, no weights: a proxy
     scorer = make_scorer("gemini", model="gemini-2.5-pro", cache_dir="runs/judge_cache")
@@ -32,7 +33,6 @@ DIMENSIONS = ("imaging_quality", "aesthetic_quality", "temporal_consistency",
 LABELS = {"imaging_quality": "Imaging Quality", "aesthetic_quality": "Aesthetic Quality",
           "temporal_consistency": "Temporal Consistency", "motion_smoothness": "Motion Smoothness",
           "background_consistency": "Background Consistency", "subject_consistency": "Subject Consistency"}
-KINDS = ("offline", "gemini", "openai")
 
 
 class ScoreError(ValueError):
@@ -82,16 +82,3 @@ class Scorer(Protocol):
 
     def score(self, video: str | os.PathLike, *, reference: str | os.PathLike | None = None) -> VideoScore:
         ...
-
-
-def make_scorer(kind: str, **options) -> Scorer:
-    """A scorer of `kind` ("offline", "gemini" or "openai"); see the module docstring for options."""
-    if kind == "offline":
-        from dreamactor_jax.eval.proxy import OfflineScorer
-
-        return OfflineScorer(**options)
-    if kind in ("gemini", "openai"):
-        from dreamactor_jax.eval.judge import make_judge
-
-        return make_judge(kind, **options)
-    raise ValueError(f"scorer kind must be one of {'/'.join(KINDS)}, got {kind!r}")
