@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     def step(params, opt_state, key):
         ki, kb, kl = jax.random.split(key, 3)
         idx = jax.random.randint(ki, (int(s.batch),), 0, dev["video"].shape[0])
-        video, pose, ref = batch_from(dev, idx, kb, True)
+        video, pose, ref = batch_from(dev, idx, kb, "pose_aug")
         tgt, cond, mask = tm.build(a.layout, video, pose, ref)
         loss, g = jax.value_and_grad(
             lambda p: flow_step_loss(p, None, cfg, None, spec, a.layout, tgt, cond, mask, kl, flow))(params)

@@ -11,6 +11,6 @@ OUT_DIR=${OUT:-runs/toy_gpu}
 mkdir -p "$OUT_DIR"
 nvidia-smi -L; python3 -c "import jax; print('jax', jax.__version__, jax.devices())" 2>&1 | grep -v -i warn
 start=$(date +%s)
-python3 -m dreamactor_jax.toy.demo --out "$OUT_DIR" --config "${TOY_CONFIG:-gpu}" ${TOY_ARGS:---study} 2>&1 \
+python3 -m dreamactor_jax.toy.demo --out "$OUT_DIR" --train --config "${TOY_CONFIG:-gpu}" ${TOY_ARGS:---study} 2>&1 \
   | grep -v -i "warn"
 echo "wall $(( $(date +%s) - start ))s"

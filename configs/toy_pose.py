@@ -1,17 +1,18 @@
-"""The toy world study (issue 9): I2V prior pretraining, then the pose-based in-context LoRA.
+"""The toy world study (issues 9, 18): I2V prior pretraining, then the pose-based in-context LoRA.
 
 Same model code as the real recipe (`configs/pose.py`) at small width: the project's MMDiT
 (latent_concat I2V, 12 + 12 + 1 input channels), a fixed Haar pixel autoencoder
 (`dreamactor_jax.toy.autoencoder`), the project's flow-matching objective, LoRA AdamW, in-context
 canvas and sampler.
 
-    python -m dreamactor_jax.toy.demo --out runs/toy                  # CPU demo (variant `cpu`)
-    python -m dreamactor_jax.toy.demo --out runs/toy --config gpu     # larger, on one GPU
-    python -m dreamactor_jax.toy.demo --out runs/toy --config gpu --study   # + seeds and ablations
+    python -m dreamactor_jax.toy.demo --out runs/toy                       # the shipped model, CPU
+    python -m dreamactor_jax.toy.demo --out runs/toy --train               # train from scratch (`cpu`)
+    python -m dreamactor_jax.toy.demo --out runs/toy --train --config gpu  # the shipped recipe, one GPU
 
-Variants (`--config NAME[,key=value...]`): `cpu` (default), `gpu`, `ci` (a few steps, CI);
-options `layout=spatial|temporal`, `aug=on|off`, `seed=N` set the main adapter; any other
-`section.key=value` (e.g. `prior.steps=1500`) overrides that value, keeping its type.
+`ship.command` is the one command that made the shipped model (`dreamactor_jax/toy/pretrained/`,
+its card says so). Variants (`--config NAME[,key=value...]`): `cpu` (default), `gpu`, `ci` (a few
+steps, CI); options `layout=spatial|temporal`, `aug=on|off`, `seed=N` set the main adapter; any
+other `section.key=value` (e.g. `prior.steps=1500`) overrides that value, keeping its type.
 """
 
 from ml_collections import ConfigDict
@@ -22,6 +23,13 @@ FF_AND_ATTENTION = (
     r"single_transformer_blocks\.proj_mlp", r"single_transformer_blocks\.proj_out:.*",
     r"transformer_blocks\.attn\.(to_q|to_k|to_v|to_out\.0)", r"single_transformer_blocks\.attn\.(to_q|to_k|to_v)",
 )
+# The command that trained the shipped model (run once on one H200; `{out}` is the pack folder).
+SHIP_COMMAND = ("python -m dreamactor_jax.toy.demo --train --config gpu --adapters pose,pose_seed1,pose_seed2 "
+                "--no-video --out {out}/run --pack {out}/pack")
+
+# Part B (issue 16 part 4): the e2e LoRA trained on the shipped model's pseudo-pairs, added to the pack.
+E2E_COMMAND = ("python -m dreamactor_jax.toy.e2e --config gpu --model dreamactor_jax/toy/pretrained "
+               "--out {out}/e2e --pack {out}/pack")
 
 
 def _lora(name, layout="spatial", pose_aug=True, seed=0, **kw):
@@ -38,17 +46,24 @@ def get_config(arg=None):
     c = ConfigDict()
     c.variant = variant
     c.seed = 0  # prior init and data
-    c.log_every = 100
+    c.log_every = 250
     c.time_budget_s = 1e9  # a study adapter that would end past this many seconds is skipped
     c.check_loss = False  # measure one fixed batch's loss before and after LoRA training (CI)
     c.fast_compile = False  # CPU: skip XLA backend optimisation (faster compiles, slower steps; CI)
-    c.world = ConfigDict(dict(height=32, width=32, num_frames=8, duration=1.0, quadruped_fraction=0.25, ground=0.92))
+    # The fourth round's world (issue 18): 5 frames (4k + 1, as the sampler's segments), joint markers
+    # of radius 0.035 frame heights and limbs 1.35x as wide as the third round's (drawn and found at 32x32).
+    c.world = ConfigDict(dict(height=32, width=32, num_frames=5, duration=1.0, quadruped_fraction=0.25, ground=0.92,
+                              marker_radius=0.035, limb_width=1.35))
     # split_scenes: the share of two-person scenes that are split-screen duos (two panels, one motion);
-    # sync_scenes: the share of the others that are duos in step in one scene (toy.data.prior_set).
-    c.data = ConfigDict(dict(prior_clips=8000, prior_scenes=6000, split_scenes=0.5, sync_scenes=0.5,
-                             pose_clips=8000, aug_copies=4,
+    # sync_scenes: the share of the others that are duos in step in one scene (toy.data.prior_set);
+    # pose_norm: box normalisation of skeletons, "reference" (anchored to the reference's markers) or
+    # "median" (the third round's: into the world's median box).
+    c.data = ConfigDict(dict(prior_clips=6000, prior_scenes=5000, split_scenes=0.6, sync_scenes=0.5,
+                             pose_clips=6000, aug_copies=3, pose_norm="reference",
                              num_chars=2000, num_motions=4000, workers=14))
-    c.model = ConfigDict(dict(heads=4, head_dim=64, layers=4, single_layers=4, refiner_layers=1, patch_size=2,
+    # Single-stream blocks only and no text refiner: the toy's text is one fixed embedding, so the
+    # dual blocks' text stream would be half of the weights for nothing (8.5M parameters, 16 MiB in bf16).
+    c.model = ConfigDict(dict(heads=4, head_dim=64, layers=0, single_layers=8, refiner_layers=0, patch_size=2,
                               text_len=4, text_dim=32, pooled_dim=32, rope_axes_dim=(16, 24, 24),
                               dtype="bfloat16", attention_impl="xla"))
     # Shift 1 (no shift) in training and sampling: 32x32 frames need the low noise levels that a
@@ -57,43 +72,57 @@ def get_config(arg=None):
     # completion: the share of wide-scene samples pretrained as video completion (toy.pretrain);
     # restart: which continuation of a saved prior this is (--continue-prior; each draws other batches).
     # devices: data parallel over this many devices (batch split; toy.pretrain.data_parallel).
-    c.prior = ConfigDict(dict(steps=4000, batch=128, lr=5e-4, weight_decay=0.01, warmup=200, completion=0.5,
-                              restart=1, devices=1))
-    lora_common = dict(rank=64, alpha=64.0, steps=2000, batch=64, lr=1e-3, weight_decay=0.01, warmup=100)
+    # ema: the prior kept is the moving average of the weights with this decay (0: the last weights).
+    c.prior = ConfigDict(dict(steps=7000, batch=128, lr=1e-3, weight_decay=0.01, warmup=300, completion=0.5,
+                              restart=1, devices=1, ema=0.999))
+    lora_common = dict(rank=64, alpha=64.0, steps=2000, batch=64, lr=1e-3, weight_decay=0.01, warmup=100, ema=0.995)
     c.lora = _lora("pose", **lora_common)
-    # The study (--study): two seeds of the paper's model G and the Table 2 ablations A and D.
+    # The study: three seeds of the paper's model G and the Table 2 ablations A and D.
     c.study = ConfigDict(dict(
         pose_seed1=_lora("pose_seed1", seed=1, **lora_common),
+        pose_seed2=_lora("pose_seed2", seed=2, **lora_common),
         temporal=_lora("temporal", layout="temporal", **lora_common),
         no_aug=_lora("no_aug", pose_aug=False, **lora_common),
         # Diagnostic, not in the paper: LoRA on the attention projections too (is FF-only the limit?).
         pose_attn=_lora("pose_attn", targets=FF_AND_ATTENTION, **lora_common),
     ))
-    c.eval = ConfigDict(dict(cases=64, steps=30, shift=1.0, seed=0, batch=64, clamp_motion=True, grid_cases=4))
+    # clamp_motion False: the motion half is generated like the rest, as launch/sample.py's sampler does.
+    # variants: also score the main adapter with the motion half clamped and with the CPU demo's steps.
+    c.eval = ConfigDict(dict(cases=256, steps=30, shift=1.0, seed=0, batch=128, clamp_motion=False, grid_cases=4,
+                             variants=False))
+    # demo_*: the fewer-steps variant the GPU run also scores (eval.variants; the CPU demo's own cases and
+    # steps are toy.shipped.DEMO_*); check_*: what the card records for the test (the first cases,
+    # sampled in float32 at full matmul precision, on any machine alike).
+    c.ship = ConfigDict(dict(command=SHIP_COMMAND, demo_cases=6, demo_steps=16, check_cases=2, check_steps=6))
+    # The end-to-end study (toy/e2e.py): `units` pseudo-pairs synthesised by the pose model at
+    # `synth_steps`, the best `keep` share kept by a plausibility score that never sees the ground truth;
+    # `seeds` e2e LoRAs warm-started from the pose LoRA, the ablations (no warm start, no filtering,
+    # oracle pairs), and held-out humanoid and quadruped cases driven by RGB video.
+    c.e2e = ConfigDict(dict(command=E2E_COMMAND, units=2000, keep=0.5, synth_steps=20, steps=800, batch=64, lr=1e-3,
+                            warmup=50, ema=0.99, seeds=2, ablations=True, cases=128, quad_cases=64, grid_cases=2,
+                            workers=14))
 
     if variant == "gpu":
-        # 18,000 prior steps (~18 min on one H100, ~59 ms/step) + 2,000 LoRA steps (~1.5 min): the
-        # prior of docs/results.md was trained as this many steps in four warm-restarted parts
-        # (the device's 10-minute calls: --prior DIR --continue-prior); one run does it in one go.
-        # On two GPUs add prior.devices=2 (data parallel: ~8.5 min on two H200s, docs/benchmarks.md).
-        c.prior.steps = 18000
-        c.data.workers = 16
+        # The shipped model (issue 18): ~4 min of prior and ~2.5 min for three adapters on one H200, in
+        # one call of at most 10 minutes (a seed that would end past time_budget_s is skipped and said so).
+        c.data.workers = 14
+        c.time_budget_s = 530.0
+        c.eval.variants = True
         c.model.attention_impl = "auto"  # cuDNN flash attention: the xla path holds [B, heads, L, L] scores
     if variant == "cpu":
+        # Training from scratch on 2 CPU cores (`--train`): ~10 minutes, a run of the pipeline rather
+        # than a trained model (the shipped model came from the `gpu` variant).
         c.log_every = 25
-        c.world.num_frames = 6
-        c.data.update(prior_clips=600, prior_scenes=200, pose_clips=600, aug_copies=2, num_chars=150,
+        c.data.update(prior_clips=600, prior_scenes=300, pose_clips=600, aug_copies=2, num_chars=150,
                       num_motions=300, workers=2)
-        c.model.update(heads=2, head_dim=32, layers=2, single_layers=2, rope_axes_dim=(8, 12, 12),
-                       dtype="float32", attention_impl="xla")
-        # ~10 minutes on 2 CPU cores (about 1.5 s per step of either stage): a run of the pipeline, not a
-        # trained model (the GPU config is the study).
-        c.prior.update(steps=160, batch=8, lr=1e-3, warmup=16)
-        cpu_lora = dict(rank=16, alpha=16.0, steps=160, batch=8, lr=2e-3, warmup=16)
+        c.model.update(heads=2, head_dim=32, single_layers=4, rope_axes_dim=(8, 12, 12), dtype="float32")
+        c.prior.update(steps=200, batch=8, lr=1e-3, warmup=20, ema=0.0)
+        cpu_lora = dict(rank=16, alpha=16.0, steps=200, batch=8, lr=2e-3, warmup=20, ema=0.0)
         c.lora.update(cpu_lora)
         for k in c.study:
             c.study[k].update(cpu_lora)
         c.eval.update(cases=8, steps=12, batch=8, grid_cases=3)
+        c.e2e.update(units=32, synth_steps=6, steps=20, batch=4, cases=4, quad_cases=4, workers=2)
     elif variant == "ci":
         c.log_every = 5
         c.check_loss = True
@@ -103,12 +132,14 @@ def get_config(arg=None):
                       workers=1)
         c.model.update(heads=2, head_dim=16, layers=1, single_layers=1, text_len=2, text_dim=8, pooled_dim=8,
                        rope_axes_dim=(4, 6, 6), dtype="float32", attention_impl="xla")
-        c.prior.update(steps=12, batch=4, lr=3e-3, warmup=2)
-        ci_lora = dict(rank=4, alpha=4.0, steps=12, batch=4, lr=3e-3, warmup=2)
+        c.prior.update(steps=12, batch=4, lr=3e-3, warmup=2, ema=0.0)
+        ci_lora = dict(rank=4, alpha=4.0, steps=12, batch=4, lr=3e-3, warmup=2, ema=0.0)
         c.lora.update(ci_lora)
         for k in c.study:
             c.study[k].update(ci_lora)
         c.eval.update(cases=2, steps=2, batch=2, grid_cases=2)
+        c.ship.update(demo_cases=2, demo_steps=2, check_cases=1, check_steps=2)
+        c.e2e.update(units=6, synth_steps=2, steps=3, batch=2, warmup=1, cases=2, quad_cases=2, grid_cases=1, workers=1)
 
     if "layout" in opts:
         c.lora.layout = opts["layout"]

@@ -11,8 +11,14 @@ gives them the reference's bone lengths) or takes an already rendered `--pose` v
 end-to-end checkpoint takes the raw `--driving` frames (`--raw` asks for that explicitly, and a pose
 checkpoint refuses it). `--checkpoint` is a training run
 (`launch/train.py --workdir`); the converted base and VAE it was trained on are read from its config
-(or `--base` / `--vae`), checked before any input is read, and the adapter is merged once. Without
-a usable checkpoint nothing is generated (never from random weights).
+(or `--base` / `--vae`), checked before any input is read, and the adapter is merged once. It can
+also be a packed run (`dreamactor_jax/sampling/packed.py`: base, adapters, autoencoder kind and
+sampling defaults in one folder), e.g. the shipped toy model:
+
+    python launch/sample.py --checkpoint dreamactor_jax/toy/pretrained --ref dreamactor_jax/toy/pretrained/examples/case0/ref.png \
+        --pose dreamactor_jax/toy/pretrained/examples/case0/pose.mp4 -o toy.mp4     # FOLDER/e2e: --driving RGB video
+
+Without a usable checkpoint nothing is generated (never from random weights).
 
 Videos longer than `--segment-frames` (121, about 5 s) are made in segments: the reference stays
 in every segment and the last `--overlap` generated frames are clamped as the start of the next
@@ -37,6 +43,10 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+# Used where neither the command line nor a packed run's `sampling` says otherwise (HunyuanVideo I2V).
+SAMPLING_DEFAULTS = {"steps": 50, "shift": 7.0, "segment_frames": 121, "overlap": 5}
 
 
 def parse_args(argv):
@@ -65,15 +75,15 @@ def parse_args(argv):
                    "driving video of the other orientation: pad)")
     p.add_argument("--frames", type=int, help="animate at most this many frames (default: the whole video)")
     p.add_argument("--fps", type=float, help="sample the driving video at this rate (default: training fps)")
-    p.add_argument("--steps", type=int, default=50, help="denoising steps per segment")
+    p.add_argument("--steps", type=int, help="denoising steps per segment (default: the checkpoint's, else 50)")
     p.add_argument("--guidance-scale", type=float, default=5.0,
                    help="true CFG on text (applied only with a non-empty prompt; 1 turns it off)")
     p.add_argument("--embedded-guidance", type=float, default=None,
                    help="guidance-distilled backbones only (default: the run's model.guidance)")
-    p.add_argument("--shift", type=float, default=7.0, help="flow-matching time shift (HunyuanVideo: 7)")
+    p.add_argument("--shift", type=float, help="flow-matching time shift (default: the checkpoint's, else 7 as HunyuanVideo)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--segment-frames", type=int, default=121, help="frames per segment (4k + 1)")
-    p.add_argument("--overlap", type=int, default=5, help="frames carried into the next segment (4j + 1)")
+    p.add_argument("--segment-frames", type=int, help="frames per segment (4k + 1; default: the checkpoint's, else 121)")
+    p.add_argument("--overlap", type=int, help="frames carried into the next segment (4j + 1; default: the checkpoint's, else 5)")
     p.add_argument("--retarget", action="store_true", help="pose mode: the reference's bone lengths")
     p.add_argument("--raw", action="store_true",
                    help="--driving drives as raw frames, no pose extraction (end-to-end checkpoints only, their default)")
@@ -202,16 +212,20 @@ def main(argv=None) -> int:
     from dreamactor_jax.sampling import inputs, loading
     from dreamactor_jax.sampling.pipeline import Animator, SampleSettings
 
-    settings = SampleSettings(steps=args.steps, shift=args.shift, seed=args.seed,
-                              segment_frames=args.segment_frames, overlap=args.overlap)
     # ---------------- what will be loaded, and the text: checked before any slow work ----------------
     plan = loading.check(args.checkpoint, base=args.base, vae=args.vae, dtype=args.dtype)
+    for k, v in {**SAMPLING_DEFAULTS, **(plan.config.get("sampling") or {})}.items():  # a packed run's defaults
+        if k in SAMPLING_DEFAULTS or k in ("height", "width"):
+            setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
+    settings = SampleSettings(steps=args.steps, shift=args.shift, seed=args.seed,
+                              segment_frames=args.segment_frames, overlap=args.overlap)
     if plan.variant == "e2e" and args.pose:
         raise ValueError(f"--pose: checkpoint {args.checkpoint} was trained end-to-end on raw frames; pass --driving")
     if args.raw and plan.variant != "e2e":
         raise ValueError(f"--raw: checkpoint {args.checkpoint} is a {plan.variant} checkpoint, trained on rendered "
                          "skeletons; drop --raw to extract poses from --driving, or use an end-to-end checkpoint")
-    text_source = _text_source(args)
+    packed_text = plan.config.get("packed") and not (args.prompt or args.text_embeddings or args.no_text)
+    text_source = None if packed_text else _text_source(args)  # a packed run may carry a fixed text
 
     # ---------------- inputs ----------------
     from dreamactor_jax import media
@@ -234,13 +248,21 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     run = loading.load(args.checkpoint, plan=plan)
-    text, cfg_on, text_what = _text(args, text_source, ref, run.mcfg, run.config)
-    seg = min(settings.segment_frames, 4 * ((len(motion) + 2) // 4) + 1)
-    tiling, tiling_line = resolve_tiling(args.vae_tiling, [("encode", seg, h, 2 * w), ("decode", seg, h, w)],
-                                         base_channels=run.vcfg.block_out_channels[0], dtype=run.vcfg.dtype)
-    vcfg = dataclasses.replace(run.vcfg, tiling=tiling)
-    if jax.default_backend() == "cpu" and (run.config.get("train") or {}).get("fast_compile"):
-        vcfg = dataclasses.replace(vcfg, xla_options=(("xla_backend_optimization_level", 0),))  # smoke runs
+    if packed_text and getattr(run, "text", None) is not None:
+        text, cfg_on, text_what = run.text, False, "the packed run's fixed text"  # e.g. the toy model's
+    else:
+        text, cfg_on, text_what = _text(args, text_source or _text_source(args), ref, run.mcfg, run.config)
+    if run.vcfg is None:  # a packed run's own autoencoder (e.g. the toy model's exact Haar transform)
+        encode, decode, tiling_line = run.encode, run.decode, f"autoencoder {run.vae}"
+    else:
+        seg = min(settings.segment_frames, 4 * ((len(motion) + 2) // 4) + 1)
+        tiling, tiling_line = resolve_tiling(args.vae_tiling, [("encode", seg, h, 2 * w), ("decode", seg, h, w)],
+                                             base_channels=run.vcfg.block_out_channels[0], dtype=run.vcfg.dtype)
+        vcfg = dataclasses.replace(run.vcfg, tiling=tiling)
+        if jax.default_backend() == "cpu" and (run.config.get("train") or {}).get("fast_compile"):
+            vcfg = dataclasses.replace(vcfg, xla_options=(("xla_backend_optimization_level", 0),))  # smoke runs
+        encode = lambda x: vae.encode_latents(run.vparams, vcfg, x)  # noqa: E731
+        decode = lambda z: vae.decode_latents(run.vparams, vcfg, z)  # noqa: E731
     print(f"loaded step {run.step} of {args.checkpoint} ({run.variant}) on {run.base} + {run.vae} in "
           f"{time.time() - t0:.0f} s; {h}x{w} per panel, {len(motion)} frames at {fps:g} fps, text: {text_what}, "
           f"CFG {'x%g' % args.guidance_scale if cfg_on else 'off'}; {tiling_line}", file=sys.stderr)
@@ -252,8 +274,7 @@ def main(argv=None) -> int:
 
     animator = Animator(
         InContextVelocity(run.mcfg, true_cfg=cfg_on), run.params,
-        lambda x: vae.encode_latents(run.vparams, vcfg, x),
-        lambda z: vae.decode_latents(run.vparams, vcfg, z), text, settings)
+        encode, decode, text, settings)
     segments = animator.plan(len(motion))
     bar = tqdm(total=len(segments) * settings.steps, unit="step", disable=args.quiet, file=sys.stderr,
                desc=f"{len(segments)} segment(s)")

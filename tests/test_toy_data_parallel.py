@@ -65,8 +65,9 @@ def _child():
     placement, split = data_parallel(2, int(c.prior.batch))
     ocfg = optim_config(c.prior)
     statics = (tm.mmdit_config(c.model), tm.text_spec(c.model), flow_config(c), ocfg, int(c.prior.batch),
-               float(c.prior.completion), split)
-    state = jax.device_put((one, make_optimizer(ocfg).init(one)), placement)
+               float(c.prior.completion), split, 0.0)
+    state = jax.device_put((one, make_optimizer(ocfg).init(one), one, jax.numpy.zeros((), jax.numpy.int32)),
+                           placement)
     clips = jax.device_put(data["video"], placement)
     hlo = jitted(prior_step).lower(state, clips=clips, key=jax.random.PRNGKey(0), statics=statics).compile().as_text()
     assert "all-reduce" in hlo

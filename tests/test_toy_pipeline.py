@@ -197,7 +197,8 @@ def test_demo_end_to_end_writes_scores_ceiling_grid_and_a_report(tmp_path, capsy
     assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report.main([str(tmp_path / "metrics.json")]) == 0
     printed = capsys.readouterr().out
-    assert "exact ground truth" in printed and "bar: not passed" in printed  # one seed: the bar needs two
+    assert "exact ground truth" in printed and "issue-9 bar: not passed" in printed  # one seed: the bar needs two
+    assert "issue-18 bar: not passed" in printed and m["leak_render"]["leakage"] > 0.5
 
 
 def test_demo_refuses_conflicting_prior_options_before_any_work(tmp_path):
@@ -206,7 +207,7 @@ def test_demo_refuses_conflicting_prior_options_before_any_work(tmp_path):
 
     def demo(*args):
         return subprocess.run([sys.executable, "-m", "dreamactor_jax.toy.demo", "--out", str(tmp_path / "o"),
-                               "--config", "ci", *args], capture_output=True, text=True, timeout=300)
+                               "--train", "--config", "ci", *args], capture_output=True, text=True, timeout=300)
 
     r = demo("--prior", str(tmp_path / "p"), "--save-prior", str(tmp_path / "q"))
     assert r.returncode == 2 and "give one" in r.stderr.strip().splitlines()[-1]
@@ -216,7 +217,12 @@ def test_demo_refuses_conflicting_prior_options_before_any_work(tmp_path):
     r = demo("--continue-prior")
     assert r.returncode == 2 and "needs --prior" in r.stderr.strip().splitlines()[-1]
     r = demo("--prior", str(tmp_path / "missing"))
-    assert r.returncode == 2 and "prior.json" in r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "not a saved toy prior" in r.stderr.strip().splitlines()[-1]
+    r = demo("--pack", str(tmp_path / "q"))
+    assert r.returncode == 2 and "exists already" in r.stderr.strip().splitlines()[-1]
+    r = subprocess.run([sys.executable, "-m", "dreamactor_jax.toy.demo", "--out", str(tmp_path / "o"), "--study"],
+                       capture_output=True, text=True, timeout=300)  # training options without --train
+    assert r.returncode == 2 and "only with --train" in r.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "o" / "metrics.json").exists()
 
 

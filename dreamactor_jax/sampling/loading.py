@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from dreamactor_jax.utils import as_path
+from dreamactor_jax.sampling import packed
 
 HOWTO = ("convert the backbone (python tools/convert_weights.py HunyuanVideo-I2V/transformer ckpt/base "
          "--variant i2v-33ch) and the VAE (python tools/convert_weights.py HunyuanVideo-I2V/vae ckpt/vae), "
@@ -64,6 +65,9 @@ def find_step(path: str | Path) -> tuple[Path, int]:
 def read_config(path: str | Path) -> tuple[dict, int]:
     """(the run's config dict, step) of the latest (or given) checkpoint, without reading arrays."""
     import orbax.checkpoint as ocp
+
+    if packed.is_packed(path):  # a packed run (base, adapters and autoencoder in one folder)
+        return packed.read_config(path)
 
     folder, step = find_step(path)
     mngr = ocp.CheckpointManager(folder.absolute(), item_names=("state", "data", "meta"))
@@ -133,6 +137,13 @@ def check(checkpoint: str | Path | None, *, base: str | None = None, vae: str | 
 
     if not checkpoint:
         raise ValueError(f"--checkpoint: not given, and sampling never uses random weights; {HOWTO}")
+    if packed.is_packed(checkpoint):  # a packed run carries its own base and autoencoder
+        if base or vae:
+            raise ValueError(f"--base/--vae: {checkpoint} is a packed run, which carries its own base and autoencoder")
+        config, step = packed.read_config(checkpoint)
+        folder, _ = packed.resolve(checkpoint)
+        mcfg = packed.model_config(packed.read_info(folder), dtype or default_dtype())
+        return Plan(str(checkpoint), config, step, config["variant"], folder, folder, mcfg, None)
     config, step = read_config(checkpoint)
     variant = config.get("variant", "pose")
     base_dir = _check_dir("--base", base or config.get("base_checkpoint"), "backbone", "mmdit")
@@ -167,6 +178,8 @@ def load(checkpoint: str | Path | None, *, base: str | None = None, vae: str | N
     from dreamactor_jax.weights.checkpoint import load_params
 
     plan = plan or check(checkpoint, base=base, vae=vae, dtype=dtype)
+    if packed.is_packed(plan.checkpoint):
+        return packed.load(plan.checkpoint, dtype=str(plan.mcfg.dtype))
     lora, config, step = read_adapter(plan.checkpoint)
     variant, base_dir, vae_dir, mcfg, vcfg = plan.variant, plan.base, plan.vae, plan.mcfg, plan.vcfg
     dtype = str(mcfg.dtype)

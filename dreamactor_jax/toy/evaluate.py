@@ -68,37 +68,43 @@ def score(videos: np.ndarray, cases: list[CrossCase], cfg: WorldConfig) -> dict[
     return out
 
 
-def motion_inputs(cases: list[CrossCase], cfg: WorldConfig, pose_aug: bool) -> np.ndarray:
-    """The driving pose videos as each model was trained to read them (box-normalised when augmented)."""
-    if pose_aug:
-        return np.stack([normalized_pose_video(k.driving, cfg) for k in cases])
+def motion_inputs(cases: list[CrossCase], c, lc=None) -> np.ndarray:
+    """The driving half as adapter `lc` (a config section; None: the pose-augmented default) was
+    trained to read it: the driver's RGB video (`lc.motion == "video"`, the end-to-end model), its
+    pose video box-normalised by `c.data.pose_norm` (pose augmentation), or its raw pose video."""
+    wcfg = WorldConfig(**dict(c.world))
+    if lc is not None and lc.get("motion", "pose") == "video":
+        return np.stack([k.driving.video for k in cases])
+    if lc is None or bool(lc.pose_aug):
+        norm = str(c.data.get("pose_norm", "median"))
+        return np.stack([normalized_pose_video(k.driving, wcfg, norm, k.reference) for k in cases])
     return np.stack([k.driving.pose_video for k in cases])
 
 
-def evaluate_baselines(c, cases: list[CrossCase], prior: dict) -> dict[str, np.ndarray]:
-    """Videos of the baselines: `still`, `prior` (I2V from the reference) and `canvas_no_lora`."""
+def evaluate_baselines(c, cases: list[CrossCase], prior: dict, canvas: bool = True) -> dict[str, np.ndarray]:
+    """Videos of the baselines: `still`, `prior` (I2V from the reference) and, with `canvas`,
+    `canvas_no_lora` (the prior given the in-context input)."""
     wcfg = WorldConfig(**dict(c.world))
     refs = np.stack([k.reference for k in cases])
     seed = int(c.eval.seed)
-    return {"still": np.repeat(refs[:, None], wcfg.num_frames, 1),
-            "prior": generate(c, prior, None, None, "i2v", refs, None, seed=seed),
-            "canvas_no_lora": generate(c, prior, None, None, "spatial", refs, motion_inputs(cases, wcfg, True),
-                                       seed=seed)}
+    out = {"still": np.repeat(refs[:, None], wcfg.num_frames, 1),
+           "prior": generate(c, prior, None, None, "i2v", refs, None, seed=seed)}
+    if canvas:
+        out["canvas_no_lora"] = generate(c, prior, None, None, "spatial", refs, motion_inputs(cases, c), seed=seed)
+    return out
 
 
 def evaluate_adapter(c, cases: list[CrossCase], prior: dict, lora: dict, lc) -> np.ndarray:
-    """Videos of one trained adapter (config section `lc`: layout, pose_aug, rank, alpha)."""
-    wcfg = WorldConfig(**dict(c.world))
+    """Videos of one trained adapter (config section `lc`: layout, pose_aug, motion, rank, alpha)."""
     refs = np.stack([k.reference for k in cases])
-    return generate(c, prior, lora, lc, str(lc.layout), refs, motion_inputs(cases, wcfg, bool(lc.pose_aug)),
-                    seed=int(c.eval.seed))
+    return generate(c, prior, lora, lc, str(lc.layout), refs, motion_inputs(cases, c, lc), seed=int(c.eval.seed))
 
 
 INFLUENCE_SIGMAS = (0.9, 0.5, 0.2)
 
 
 def motion_influence(c, cases: list[CrossCase], base: dict, lora: dict | None, lc, *, layout: str = "spatial",
-                     pose_aug: bool = True, max_cases: int = 16, seed: int = 0) -> dict[str, float]:
+                     max_cases: int = 16, seed: int = 0) -> dict[str, float]:
     """How much the model reads its motion input: the rms change of the velocity it predicts for the
     character video when each case's driving pose video is swapped for another case's, relative to
     the velocity's rms, at noise levels `INFLUENCE_SIGMAS` (same noisy target, same reference).
@@ -109,11 +115,10 @@ def motion_influence(c, cases: list[CrossCase], base: dict, lora: dict | None, l
     cases = cases[:max_cases]
     if len(cases) < 2:
         raise ValueError("motion_influence: needs at least 2 cases (to swap their pose videos)")
-    wcfg = WorldConfig(**dict(c.world))
     cfg = tm.mmdit_config(c.model)
     model_fn = jax.jit(tm.make_model_fn(cfg, tm.lora_config(lc) if lora is not None else None, tm.text_spec(c.model)))
     video = ae.to_pixels(jnp.asarray(np.stack([k.target.video for k in cases])))
-    pose = ae.to_pixels(jnp.asarray(motion_inputs(cases, wcfg, pose_aug)))
+    pose = ae.to_pixels(jnp.asarray(motion_inputs(cases, c, lc)))
     tgt, cond, mask = tm.build(layout, video, pose, video[:, 0])
     _, swapped, _ = tm.build(layout, video, jnp.roll(pose, 1, axis=0), video[:, 0])
     noise = jax.random.normal(jax.random.PRNGKey(seed), tgt.shape, jnp.float32)

@@ -10,7 +10,9 @@ pretrained for editing and extension; on duos it gives the stand-in the in-conte
 paper's recipe builds on: animate one panel the way the other panel moves. It never sees a pose
 skeleton.
 Project objective (`dreamactor_jax.train.objective`) and AdamW (`dreamactor_jax.train.optim`); the
-training data stays on the device and batches are drawn there. `prior.devices` > 1 trains data
+training data stays on the device and batches are drawn there. With `prior.ema` > 0 the prior
+returned is the exponential moving average of the weights (`ema_update`), which samples cleaner
+than the last iterate after a short training. `prior.devices` > 1 trains data
 parallel over that many devices (parameters and data replicated, each batch split; the same
 numbers as one device up to summation order).
 """
@@ -80,6 +82,15 @@ def run_steps(step_fns: list[Callable], state, steps: int, key, *, log_every: in
     return state, [float(x) for x in jax.device_get(losses)]
 
 
+def ema_update(ema, params, step, decay: float):
+    """One step of the weights' moving average; the decay ramps up as min(decay, (1 + t) / (10 + t))
+    so the first steps do not keep the initialisation. `decay` 0 returns `params` (no average)."""
+    if decay <= 0:
+        return params
+    d = jnp.minimum(decay, (1.0 + step) / (10.0 + step)).astype(jnp.float32)
+    return jax.tree.map(lambda e, p: (d * e + (1 - d) * p.astype(jnp.float32)).astype(e.dtype), ema, params)
+
+
 @functools.lru_cache(maxsize=None)
 def jitted(fn: Callable, fast_compile: bool = False) -> Callable:
     """`jax.jit(fn)` with `statics` static; `fast_compile` skips XLA's CPU backend optimisation
@@ -109,10 +120,11 @@ def prior_step(state, clips, key, statics):
     `completion` of their samples, video completion (`completion_masks`). The condition is always
     the target latent where the mask is 1, zero elsewhere (the I2V backbone's convention).
     `statics` = (MMDiTConfig, text spec, FlowConfig, OptimConfig, batch, completion share, batch
-    sharding or None): hashable, so every call with the same settings reuses one compiled program.
+    sharding or None, EMA decay): hashable, so every call with the same settings reuses one compiled
+    program. `state` = (params, optimiser state, EMA of the params, step).
     """
-    cfg, spec, flow, ocfg, batch, completion, split = statics
-    params, opt_state = state
+    cfg, spec, flow, ocfg, batch, completion, split, decay = statics
+    params, opt_state, ema, step = state
     ki, kl, km = jax.random.split(key, 3)
     idx = jax.random.randint(ki, (batch,), 0, clips.shape[0])
     video = ae.to_pixels(clips[idx])
@@ -125,7 +137,8 @@ def prior_step(state, clips, key, statics):
     loss, grads = jax.value_and_grad(
         lambda p: flow_step_loss(p, None, cfg, None, spec, "i2v", tgt, cond, mask, kl, flow))(params)
     updates, opt_state = make_optimizer(ocfg).update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), loss
+    params = optax.apply_updates(params, updates)
+    return (params, opt_state, ema_update(ema, params, step, decay), step + 1), loss
 
 
 def data_parallel(n: int, batch: int) -> tuple[object, NamedSharding | None]:
@@ -159,16 +172,18 @@ def pretrain_prior(c, data: dict[str, np.ndarray], *, log: Callable[[str], None]
         f"hidden {cfg.hidden_size}" + (" (continued from a saved prior)" if init is not None else ""))
     ocfg = optim_config(s)
     placement, split = data_parallel(int(s.devices), int(s.batch))
-    statics = (cfg, tm.text_spec(c.model), flow, ocfg, int(s.batch), float(s.completion), split)
-    state = jax.device_put((params, make_optimizer(ocfg).init(params)), placement)
+    decay = float(s.get("ema", 0.0))
+    statics = (cfg, tm.text_spec(c.model), flow, ocfg, int(s.batch), float(s.completion), split, decay)
+    state = jax.device_put((params, make_optimizer(ocfg).init(params), params, jnp.zeros((), jnp.int32)),
+                           placement)
     sets = [jax.device_put(data[k], placement) for k in ("video", "wide") if len(data[k])]
     step = jitted(prior_step, bool(c.get("fast_compile", False)))
     fns = [functools.partial(step, clips=x, statics=statics) for x in sets]
     t0 = time.time()
-    (params, _), losses = run_steps(fns, state, int(s.steps), jax.random.fold_in(key, 1),
-                                    log_every=int(c.log_every), log=log, name="prior")
+    (params, _, ema, _), losses = run_steps(fns, state, int(s.steps), jax.random.fold_in(key, 1),
+                                            log_every=int(c.log_every), log=log, name="prior")
     # Back on one device: the adapter, sampler and evaluation that follow run there.
-    return jax.device_put(params, jax.devices()[0]), losses, time.time() - t0
+    return jax.device_put(ema if decay > 0 else params, jax.devices()[0]), losses, time.time() - t0
 
 
 def _leaf_name(path) -> str:
@@ -201,10 +216,18 @@ def save_prior(folder: str | os.PathLike, params: dict, cfg, meta: dict | None =
 
 
 def load_prior(folder: str | os.PathLike, cfg) -> dict:
-    """Reads a prior written by `save_prior`, checked name by name and shape by shape against `cfg`."""
+    """Reads a prior written by `save_prior` (or the base of a packed toy model), checked name by name
+    and shape by shape against `cfg`."""
     from safetensors.numpy import load_file
 
     folder = Path(folder)
+    if (folder / "run.json").is_file():  # a packed toy model: its base is the prior
+        from dreamactor_jax.sampling import packed
+
+        mcfg, base, _, _ = packed.load_parts(folder, "float32")
+        if mcfg.to_diffusers_config() != cfg.to_diffusers_config():
+            raise ValueError(f"{folder}: packed model's backbone differs from the config's")
+        return base
     if not (folder / "prior.json").is_file():
         raise FileNotFoundError(f"{folder}: not a toy prior folder (no prior.json)")
     shards = int(json.loads((folder / "prior.json").read_text())["shards"])

@@ -104,15 +104,18 @@ def _shade(c, f):
     return tuple(float(np.clip(x * f, 0, 1)) for x in c)
 
 
-def character_prims(ch: Character, joints_px: np.ndarray, scale: float) -> tuple[list, list]:
+def character_prims(ch: Character, joints_px: np.ndarray, scale: float, *, marker_radius: float = 0.018,
+                    limb_width: float = 1.0) -> tuple[list, list]:
     """Primitives (back to front) and marker primitives of one character.
 
-    `joints_px [T, 20, 2]` are pixel coordinates; `scale` is pixels per frame height.
+    `joints_px [T, 20, 2]` are pixel coordinates; `scale` is pixels per frame height; markers have
+    radius `marker_radius` frame heights (at least 0.8 pixels); limb and torso widths are the
+    body's times `limb_width`.
     """
     b, lk = ch.body, ch.look
     J = lambda i: joints_px[:, i]  # noqa: E731
     s = scale
-    aw, lw, tw = b.arm_w * s, b.leg_w * s, b.torso_w * s
+    aw, lw, tw = (limb_width * x * s for x in (b.arm_w, b.leg_w, b.torso_w))
     pat = dict(pattern=lk.pattern, pattern_color=lk.pattern_color, period=max(lk.pattern_period * s, 1.0))
     cap = lambda i, j, ra, rb, col, **kw: _Prim(J(i), J(j), ra, rb, col, **kw)  # noqa: E731
     if b.kind == "quadruped":
@@ -147,16 +150,17 @@ def character_prims(ch: Character, joints_px: np.ndarray, scale: float) -> tuple
         ]
     markers = []
     if lk.markers:
-        mr = max(0.8, 0.018 * s)
+        mr = max(0.8, marker_radius * s)
         markers = [_Prim(J(j), J(j), mr, mr, tuple(MARKER_COLORS[k])) for k, j in enumerate(MARKER_JOINTS)]
     return prims, markers
 
 
 def rasterize(people: Sequence[tuple[Character, np.ndarray]], height: int, width: int,
-              background: tuple | None = None) -> np.ndarray:
+              background: tuple | None = None, *, marker_radius: float = 0.018, limb_width: float = 1.0) -> np.ndarray:
     """Draws characters (each with joints `[T, 20, 2]` in normalised frame coordinates) -> float32 [T, H, W, 3].
 
     People are painted in order (later ones in front); markers go on top of their own person.
+    `marker_radius`, `limb_width`: see `character_prims`.
     Edges are anti-aliased by pixel coverage from the signed distance (alpha = clip(0.5 - d, 0, 1)).
     """
     if not people:
@@ -170,7 +174,8 @@ def rasterize(people: Sequence[tuple[Character, np.ndarray]], height: int, width
         if joints.shape[0] != T or joints.shape[-1] != 2:
             raise ValueError(f"rasterize: joints must be [T={T}, J, 2], got {list(joints.shape)}")
         px = joints * np.array([width, height], np.float64)
-        prims, markers = character_prims(ch, px, float(height))
+        prims, markers = character_prims(ch, px, float(height), marker_radius=marker_radius,
+                                         limb_width=limb_width)
         for p in prims + markers:
             d, u, v = _capsule_fields(p, ys, xs)
             alpha = np.clip(0.5 - d, 0.0, 1.0)[..., None]

@@ -32,7 +32,7 @@ _SPLIT_BASE = {"train": 0, "heldout": 1_000_003}
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """Frame size, clip length and the share of quadrupeds among random characters."""
+    """Frame size, clip length, the share of quadrupeds among random characters, and drawing sizes."""
 
     height: int = 32
     width: int = 32
@@ -40,12 +40,22 @@ class WorldConfig:
     duration: float = 1.0  # seconds spanned by a clip (motion speed)
     quadruped_fraction: float = 0.25
     ground: float = 0.92
+    marker_radius: float = 0.018  # joint markers, frame heights (at least 0.8 pixels)
+    limb_width: float = 1.0  # multiplies every body's limb and torso widths
 
     def __post_init__(self):
         if self.height < 8 or self.width < 8:
             raise ValueError(f"WorldConfig: frames must be at least 8x8, got {self.height}x{self.width}")
         if self.num_frames < 1:
             raise ValueError(f"WorldConfig.num_frames: expected >= 1, got {self.num_frames}")
+        for name in ("duration", "marker_radius", "limb_width"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"WorldConfig.{name}: expected > 0, got {getattr(self, name)}")
+
+    @property
+    def fps(self) -> float:
+        """Frames per second of a clip (its frames span `duration` seconds)."""
+        return (self.num_frames - 1) / self.duration if self.num_frames > 1 else 1.0 / self.duration
 
     @property
     def aspect(self) -> float:
@@ -146,7 +156,8 @@ def render_scene(actors: Sequence[tuple[Character, Motion, float]], cfg: WorldCo
         j = place(ch.body, mo.angles, x0=x0, ground=cfg.ground, aspect=cfg.aspect)
         people.append((ch, j))
         joints.append(j)
-    video = to_uint8(rasterize(people, cfg.height, cfg.width, background))
+    video = to_uint8(rasterize(people, cfg.height, cfg.width, background, marker_radius=cfg.marker_radius,
+                               limb_width=cfg.limb_width))
     joints = np.stack(joints, 1)
     kp = _keypoints(joints)
     empty_h, empty_f = np.zeros((len(actors), 2, NUM_HAND, 3)), np.zeros((len(actors), NUM_FACE, 3))
