@@ -1,14 +1,19 @@
-"""`MMDiTConfig`: the HunyuanVideo MMDiT architecture plus the runtime switches of this port.
+"""`MMDiTConfig`: the MMDiT architecture (one of `BACKBONES`) plus the runtime switches of this port.
 
-Architecture fields use diffusers' `HunyuanVideoTransformer3DModel` config names, so a diffusers
-`config.json` maps over field by field (`from_diffusers_config`). Runtime fields (dtypes, attention
-kernel, remat policy, scan) change how the same function is computed, never what it computes.
+A backbone is a config, not a fork: HunyuanVideo (`HunyuanVideoTransformer3DModel`) and
+HunyuanVideo-1.5 (`HunyuanVideo15Transformer3DModel`) are the same blocks with different sizes and a
+few switches (`num_single_layers`, `pooled_projection_dim`, `guidance_embeds`, `text_embed_2_dim`,
+`image_embed_dim`, `use_meanflow`, `legacy_text_mask`). `backbone` names the diffusers class and so
+which constructor keys a diffusers `config.json` has, and the values that class fixes (`Backbone`).
+Architecture fields use diffusers' config names, so a `config.json` maps over field by field
+(`from_diffusers_config`). Runtime fields (dtypes, attention kernel, remat policy, scan) change how
+the same function is computed, never what it computes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import jax.numpy as jnp
@@ -24,6 +29,38 @@ QK_NORM_LEAVES = {None: (), "rms_norm": ("scale",), "layer_norm": ("scale", "bia
 REFINER_MLP_RATIO = 4.0  # diffusers builds the text refiner with its default ratio, not config.mlp_ratio
 ATTENTION_IMPLS = ("auto", "xla", "cudnn", "tpu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attention", "save_attention_and_dots")
+NUM_TOKEN_TYPES = 3  # cond_type_embed rows: 0 text (refined), 1 glyph (ByT5), 2 image (SigLIP)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One diffusers transformer class: its name, its constructor keys, the fields it fixes, its names."""
+
+    diffusers_class: str
+    diffusers_keys: tuple[str, ...]  # MMDiTConfig fields that are constructor arguments of the class
+    fixed: dict = field(default_factory=dict)  # fields the class has no argument for: their only value
+    pipeline_keys: tuple[str, ...] = ()  # config.json keys the forward never reads (ignored on load)
+    time_embed: str = "time_text_embed"  # module name of the timestep (+ guidance, pooled) embedding
+
+
+_COMMON_KEYS = ("in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "num_layers",
+                "num_refiner_layers", "mlp_ratio", "patch_size", "patch_size_t", "qk_norm", "text_embed_dim",
+                "rope_theta", "rope_axes_dim")
+BACKBONES = {
+    "hunyuan_video": Backbone(
+        "HunyuanVideoTransformer3DModel",
+        _COMMON_KEYS + ("num_single_layers", "guidance_embeds", "pooled_projection_dim", "image_condition_type"),
+        dict(text_embed_2_dim=0, image_embed_dim=0, use_meanflow=False, legacy_text_mask=True),
+    ),
+    "hunyuan_video15": Backbone(
+        "HunyuanVideo15Transformer3DModel",
+        _COMMON_KEYS + ("text_embed_2_dim", "image_embed_dim", "use_meanflow"),
+        dict(num_single_layers=0, guidance_embeds=False, pooled_projection_dim=0, image_condition_type=None,
+             legacy_text_mask=False),
+        pipeline_keys=("target_size", "task_type"),
+        time_embed="time_embed",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +85,13 @@ class MMDiTConfig:
     rope_theta: float = 256.0
     rope_axes_dim: tuple[int, int, int] = (16, 56, 56)
     image_condition_type: str | None = None
+    text_embed_2_dim: int = 0  # glyph-text (ByT5) token width; 0 = no glyph tokens
+    image_embed_dim: int = 0  # image (SigLIP) token width; 0 = no image tokens
+    use_meanflow: bool = False  # a second timestep embedder for MeanFlow's `timestep_r`
+    # HunyuanVideo 1.0's text masking: the refiner always attends token 0 and the joint attention keeps
+    # the first `sum(text_mask)` text keys (right padding). False (1.5): the masks as given.
+    legacy_text_mask: bool = True
+    backbone: str = "hunyuan_video"  # a key of BACKBONES: the diffusers class this config describes
 
     # --- runtime switches (how it is computed, not what) ---
     dtype: str = "float32"  # compute dtype of activations and matmuls ("bfloat16" on GPU/TPU)
@@ -73,8 +117,17 @@ class MMDiTConfig:
 
     def _check_architecture(self) -> None:
         """Refuses exactly what diffusers refuses (or cannot run); everything else is built."""
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone: expected one of {sorted(BACKBONES)}, got {self.backbone!r}")
+        for name, value in BACKBONES[self.backbone].fixed.items():
+            if getattr(self, name) != value:
+                raise ValueError(f"{name}: backbone {self.backbone!r} ({self.diffusers_class}) has no such setting; "
+                                 f"expected {value!r}, got {getattr(self, name)!r}")
+        for name in ("text_embed_2_dim", "image_embed_dim", "pooled_projection_dim"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name}: expected 0 or more, got {getattr(self, name)!r}")
         ints = ("in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "patch_size",
-                "patch_size_t", "text_embed_dim", "pooled_projection_dim")
+                "patch_size_t", "text_embed_dim")
         for name in ints:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
@@ -115,6 +168,15 @@ class MMDiTConfig:
         return self.patch_size_t * self.patch_size * self.patch_size * self.in_channels
 
     @property
+    def diffusers_class(self) -> str:
+        return BACKBONES[self.backbone].diffusers_class
+
+    @property
+    def token_types(self) -> bool:
+        """Whether text, glyph and image tokens are told apart by `cond_type_embed` (any extra stream)."""
+        return self.text_embed_2_dim > 0 or self.image_embed_dim > 0
+
+    @property
     def compute_dtype(self):
         return jnp.dtype(self.dtype)
 
@@ -124,19 +186,26 @@ class MMDiTConfig:
     # --- named configs ---
     @classmethod
     def named(cls, name: str, **overrides: Any) -> "MMDiTConfig":
-        """Full-size variants `t2v`, `i2v-16ch`, `i2v-33ch`, or tiny test ones `tiny-<variant>`."""
+        """Full-size `t2v`, `i2v-16ch`, `i2v-33ch` (HunyuanVideo), `hv15`, `hv15-meanflow`
+        (HunyuanVideo-1.5), or tiny test ones `tiny-<name>`."""
         if name not in _NAMED:
             raise ValueError(f"config name: expected one of {sorted(_NAMED)}, got {name!r}")
         return cls(**{**_NAMED[name], **overrides})
 
     @classmethod
     def from_diffusers_config(cls, config: Mapping[str, Any], **overrides: Any) -> "MMDiTConfig":
-        """Builds the config from a diffusers `config.json` dict (unknown `_`-keys are ignored)."""
-        fields = {f.name for f in dataclasses.fields(cls)}
+        """Builds the config from a diffusers `config.json` dict (unknown `_`-keys are ignored).
+
+        The backbone is `_class_name`'s, or without one, the backbone whose keys the dict has."""
         kwargs = {k: v for k, v in config.items() if not k.startswith("_")}
-        unknown = sorted(set(kwargs) - fields)
+        backbone = backbone_of(config)
+        bb = BACKBONES[backbone]
+        unknown = sorted(set(kwargs) - set(bb.diffusers_keys) - set(bb.pipeline_keys) - set(bb.fixed) - {"backbone"})
         if unknown:
-            raise ValueError(f"diffusers config: keys not understood by MMDiTConfig: {unknown}")
+            raise ValueError(f"diffusers config: keys not understood by MMDiTConfig ({bb.diffusers_class}): {unknown}")
+        kwargs = {k: v for k, v in kwargs.items() if k not in bb.pipeline_keys}
+        kwargs["backbone"] = backbone
+        kwargs.update({k: v for k, v in bb.fixed.items() if k not in kwargs})
         if kwargs.get("out_channels") is None:
             kwargs["out_channels"] = kwargs.get("in_channels", 16)
         if "rope_axes_dim" in kwargs:
@@ -144,9 +213,8 @@ class MMDiTConfig:
         return cls(**{**kwargs, **overrides})
 
     def to_diffusers_config(self) -> dict[str, Any]:
-        """The architecture fields as diffusers' constructor arguments."""
-        runtime = {"dtype", "param_dtype", "attention_impl", "remat_policy", "scan_layers"}
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in runtime}
+        """The architecture fields as constructor arguments of `self.diffusers_class`."""
+        out = {k: getattr(self, k) for k in BACKBONES[self.backbone].diffusers_keys}
         out["rope_axes_dim"] = tuple(out["rope_axes_dim"])
         return out
 
@@ -168,3 +236,26 @@ _VARIANTS = {
     "i2v-33ch": dict(in_channels=33, guidance_embeds=False, image_condition_type="latent_concat"),
 }
 _NAMED = {**{k: {**_FULL, **v} for k, v in _VARIANTS.items()}, **{f"tiny-{k}": {**_TINY, **v} for k, v in _VARIANTS.items()}}
+# HunyuanVideo-1.5 (diffusers' HunyuanVideo15Transformer3DModel defaults: the 8.3B 480p/720p I2V model):
+# 54 dual blocks at 2048 (16 x 128), patch 1, 65 = 32 noise + 32 condition latent + 1 mask channels.
+_HV15 = dict(BACKBONES["hunyuan_video15"].fixed, backbone="hunyuan_video15", in_channels=65, out_channels=32,
+             num_attention_heads=16, attention_head_dim=128, num_layers=54, num_refiner_layers=2, mlp_ratio=4.0,
+             patch_size=1, patch_size_t=1, text_embed_dim=3584, text_embed_2_dim=1472, image_embed_dim=1152)
+_TINY_HV15 = dict(_HV15, in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=2,
+                  text_embed_dim=32, text_embed_2_dim=24, image_embed_dim=20, rope_axes_dim=(4, 6, 6))
+_NAMED.update({"hv15": _HV15, "hv15-meanflow": dict(_HV15, use_meanflow=True),
+               "tiny-hv15": _TINY_HV15, "tiny-hv15-meanflow": dict(_TINY_HV15, use_meanflow=True)})
+
+
+def backbone_of(config: Mapping[str, Any]) -> str:
+    """The backbone a diffusers config dict describes: by `_class_name`, else by its keys."""
+    if "backbone" in config:
+        return config["backbone"]
+    by_class = {b.diffusers_class: name for name, b in BACKBONES.items()}
+    if "_class_name" in config:
+        if config["_class_name"] not in by_class:
+            raise ValueError(f"diffusers config: _class_name {config['_class_name']!r} is not one of {sorted(by_class)}")
+        return by_class[config["_class_name"]]
+    own = lambda b: set(b.diffusers_keys) - set(_COMMON_KEYS)
+    hits = [name for name, b in BACKBONES.items() if own(b) & set(config)]
+    return hits[0] if len(hits) == 1 else "hunyuan_video"

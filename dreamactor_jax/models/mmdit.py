@@ -1,7 +1,8 @@
 """The HunyuanVideo MMDiT as pure functions: `param_specs`, `init_params`, `forward`.
 
-Computes what diffusers' `HunyuanVideoTransformer3DModel` computes (T2V, I2V token_replace,
-I2V latent_concat), channels-last. Parameters are a nested dict named after diffusers modules
+Computes what diffusers' `HunyuanVideoTransformer3DModel` (T2V, I2V token_replace, I2V
+latent_concat) and `HunyuanVideo15Transformer3DModel` (glyph and image tokens, MeanFlow) compute,
+channels-last; which one is `cfg.backbone` and the switches of `MMDiTConfig`. Parameters are a nested dict named after diffusers modules
 (`transformer_blocks/attn/to_q/kernel`, kernels [in, out]); the three block lists are stacked
 with a leading layer axis and run under `lax.scan` (or a Python loop when `cfg.scan_layers` is
 False), each layer optionally rematerialised by `cfg.remat_policy`.
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 
 from dreamactor_jax.models import blocks
 from dreamactor_jax.models.attention import attention  # noqa: F401  (re-exported for users)
-from dreamactor_jax.models.config import QK_NORM_LEAVES, MMDiTConfig
+from dreamactor_jax.models.config import BACKBONES, NUM_TOKEN_TYPES, QK_NORM_LEAVES, MMDiTConfig
 from dreamactor_jax.models.layers import (
     ParamSpec,
     init_from_specs,
@@ -36,6 +37,7 @@ from dreamactor_jax.models.layers import (
 )
 from dreamactor_jax.sharding import constrain
 
+GLYPH_HIDDEN = 2048  # width of the glyph (ByT5) projection's hidden layers (fixed in diffusers)
 # Paths (in the params tree) of the stacked layer lists, and their diffusers prefixes.
 STACKS = {
     ("transformer_blocks",): "transformer_blocks",
@@ -97,10 +99,34 @@ def param_specs(cfg: MMDiTConfig) -> dict:
         "proj_mlp": linear_spec(d, m, ("embed", "mlp")),
         "proj_out": linear_spec(d + m, d, ("mlp_in", "embed")),
     }
-    time_text = {"timestep_embedder": emb(256), "text_embedder": emb(cfg.pooled_projection_dim)}
+    time_text = {"timestep_embedder": emb(256)}
+    if cfg.pooled_projection_dim:
+        time_text["text_embedder"] = emb(cfg.pooled_projection_dim)
     if cfg.guidance_embeds:
         time_text["guidance_embedder"] = emb(256)
+    if cfg.use_meanflow:
+        time_text["timestep_embedder_r"] = emb(256)
+    extra = {}
+    if cfg.text_embed_2_dim:  # glyph tokens: LayerNorm -> 2048 -> GELU -> 2048 -> GELU -> D
+        t2 = cfg.text_embed_2_dim
+        extra["context_embedder_2"] = {
+            "norm": norm_spec(t2),
+            "linear_1": linear_spec(t2, GLYPH_HIDDEN, (None, None)),
+            "linear_2": linear_spec(GLYPH_HIDDEN, GLYPH_HIDDEN, (None, None)),
+            "linear_3": linear_spec(GLYPH_HIDDEN, d, (None, "embed")),
+        }
+    if cfg.image_embed_dim:  # image tokens: LayerNorm -> Linear -> GELU -> Linear -> LayerNorm
+        di = cfg.image_embed_dim
+        extra["image_embedder"] = {
+            "norm_in": norm_spec(di),
+            "linear_1": linear_spec(di, di, (None, None)),
+            "linear_2": linear_spec(di, d, (None, "embed")),
+            "norm_out": norm_spec(d),
+        }
+    if cfg.token_types:
+        extra["cond_type_embed"] = {"embedding": ParamSpec((NUM_TOKEN_TYPES, d), (None, "embed"))}
     return {
+        **extra,
         "x_embedder": {
             "proj": {
                 "kernel": ParamSpec((pt, p, p, cfg.in_channels, d), (None, None, None, "patch", "embed")),
@@ -112,7 +138,7 @@ def param_specs(cfg: MMDiTConfig) -> dict:
             "proj_in": linear_spec(cfg.text_embed_dim, d, ("text_embed", "embed")),
             "token_refiner": {"refiner_blocks": _stack(refiner, cfg.num_refiner_layers)},
         },
-        "time_text_embed": time_text,
+        BACKBONES[cfg.backbone].time_embed: time_text,
         "transformer_blocks": _stack(dual, cfg.num_layers),
         "single_transformer_blocks": _stack(single, cfg.num_single_layers),
         "norm_out": {"linear": linear_spec(d, 2 * d, ("embed", "mod"))},
@@ -194,7 +220,7 @@ def run_layers(block_fn, stacked: dict, lora: dict | None, carry, ctx, cfg: MMDi
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_inputs(cfg: MMDiTConfig, x, timestep, text, text_mask, pooled, guidance) -> None:
+def _check_inputs(cfg: MMDiTConfig, x, timestep, text, text_mask, pooled, guidance, extra: dict) -> None:
     if x.ndim != 5 or x.shape[-1] != cfg.in_channels:
         raise ValueError(f"x: expected [B, T', H', W', {cfg.in_channels}] latents, got shape {x.shape}")
     b, t, h, w, _ = x.shape
@@ -207,23 +233,39 @@ def _check_inputs(cfg: MMDiTConfig, x, timestep, text, text_mask, pooled, guidan
         raise ValueError(f"text: expected [{b}, L, {cfg.text_embed_dim}], got {text.shape}")
     if text_mask.shape != text.shape[:2]:
         raise ValueError(f"text_mask: expected shape {text.shape[:2]} to match text [B, L], got {text_mask.shape}")
-    if pooled.shape != (b, cfg.pooled_projection_dim):
-        raise ValueError(f"pooled: expected [{b}, {cfg.pooled_projection_dim}], got {pooled.shape}")
+    if not (pooled is None and cfg.pooled_projection_dim == 0) and (pooled is None or pooled.shape != (b, cfg.pooled_projection_dim)):
+        raise ValueError(f"pooled: expected [{b}, {cfg.pooled_projection_dim}], got {None if pooled is None else pooled.shape}")
     if cfg.guidance_embeds and (guidance is None or guidance.shape != (b,)):
         got = None if guidance is None else guidance.shape
         raise ValueError(f"guidance: this config has guidance_embeds=True, expected shape ({b},), got {got}")
     if not cfg.guidance_embeds and guidance is not None:
         raise ValueError("guidance: this config has guidance_embeds=False; pass guidance=None")
+    widths = {"text_2": cfg.text_embed_2_dim, "image_embeds": cfg.image_embed_dim}
+    for name, width in widths.items():
+        a = extra[name]
+        if a is not None and (width == 0 or a.ndim != 3 or a.shape[0] != b or a.shape[2] != width):
+            want = f"[{b}, N, {width}]" if width else f"None (this config has {name.replace('text_2', 'text_embed_2')}_dim=0)"
+            raise ValueError(f"{name}: expected {want}, got shape {a.shape}")
+    if (extra["text_2"] is None) != (extra["text_2_mask"] is None) or (
+            extra["text_2"] is not None and extra["text_2_mask"].shape != extra["text_2"].shape[:2]):
+        got = None if extra["text_2_mask"] is None else extra["text_2_mask"].shape
+        raise ValueError(f"text_2_mask: expected shape [B, N] of text_2 (given iff text_2 is), got {got}")
+    if extra["timestep_r"] is not None and (not cfg.use_meanflow or extra["timestep_r"].shape != (b,)):
+        want = f"shape ({b},)" if cfg.use_meanflow else "None (this config has use_meanflow=False)"
+        raise ValueError(f"timestep_r: expected {want}, got shape {extra['timestep_r'].shape}")
 
 
-def condition_embedding(p: dict, cfg: MMDiTConfig, timestep, pooled, guidance):
-    """temb = t_emb + [guidance_emb] + pooled-text emb; plus token-replace emb (t = 0) when needed."""
+def condition_embedding(p: dict, cfg: MMDiTConfig, timestep, pooled, guidance, timestep_r=None):
+    """temb = t_emb [+ pooled-text emb] [+ guidance emb] [+ t_r emb (MeanFlow)]; plus the token-replace
+    emb (t = 0) when needed."""
     dtype = cfg.compute_dtype
-    t_emb = lambda t: mlp2(p["timestep_embedder"], timestep_sinusoid(t, dtype=dtype).astype(dtype), jax.nn.silu)
-    pooled_emb = mlp2(p["text_embedder"], pooled.astype(dtype), jax.nn.silu)
+    t_emb = lambda t, name="timestep_embedder": mlp2(p[name], timestep_sinusoid(t, dtype=dtype).astype(dtype), jax.nn.silu)
+    pooled_emb = mlp2(p["text_embedder"], pooled.astype(dtype), jax.nn.silu) if cfg.pooled_projection_dim else 0.0
     temb = t_emb(timestep) + pooled_emb
     if cfg.guidance_embeds:
-        temb = temb + mlp2(p["guidance_embedder"], timestep_sinusoid(guidance, dtype=dtype).astype(dtype), jax.nn.silu)
+        temb = temb + t_emb(guidance, "guidance_embedder")
+    if timestep_r is not None:
+        temb = temb + t_emb(timestep_r, "timestep_embedder_r")
     tr_emb = t_emb(jnp.zeros_like(timestep)) + pooled_emb if cfg.image_condition_type == "token_replace" else None
     return temb, tr_emb
 
@@ -239,10 +281,58 @@ def refine_text(p: dict, cfg: MMDiTConfig, text, text_mask, timestep) -> jax.Arr
     temb = mlp2(tt["timestep_embedder"], timestep_sinusoid(timestep, dtype=dtype).astype(dtype), jax.nn.silu)
     temb = temb + mlp2(tt["text_embedder"], pooled, jax.nn.silu)
     x = linear(p["proj_in"], text.astype(dtype))
-    first_key = (jnp.arange(m.shape[1]) == 0)[None, None, None, :]  # column 0 always attendable
-    mask = (m[:, None, :, None] & m[:, None, None, :]) | first_key  # [B, 1, L, L]
+    mask = m[:, None, :, None] & m[:, None, None, :]  # [B, 1, L, L]
+    if cfg.legacy_text_mask:  # HunyuanVideo 1.0: column 0 always attendable
+        mask = mask | (jnp.arange(m.shape[1]) == 0)[None, None, None, :]
     blk = lambda bp, lp, c, ctx, cfg_: blocks.refiner_block(bp, c, temb, mask, cfg_)
     return run_layers(blk, p["token_refiner"]["refiner_blocks"], None, x, None, cfg.replace(remat_policy="none"))
+
+
+def _gelu(x):
+    return jax.nn.gelu(x, approximate=False)
+
+
+def glyph_tokens(p: dict, x: jax.Array, dtype) -> jax.Array:
+    """`HunyuanVideo15ByT5TextProjection`: LayerNorm (eps 1e-5) -> linear_1 -> GELU -> linear_2 -> GELU -> linear_3."""
+    h = _gelu(linear(p["linear_1"], layer_norm(x.astype(dtype), p["norm"], 1e-5)))
+    return linear(p["linear_3"], _gelu(linear(p["linear_2"], h)))
+
+
+def image_tokens(p: dict, x: jax.Array, dtype) -> jax.Array:
+    """`HunyuanVideo15ImageProjection`: LayerNorm -> linear_1 -> GELU -> linear_2 -> LayerNorm (eps 1e-5)."""
+    h = linear(p["linear_2"], _gelu(linear(p["linear_1"], layer_norm(x.astype(dtype), p["norm_in"], 1e-5))))
+    return layer_norm(h, p["norm_out"], 1e-5)
+
+
+def context_tokens(params: dict, cfg: MMDiTConfig, text, text_mask, timestep, text_2=None, text_2_mask=None,
+                   image_embeds=None) -> tuple[jax.Array, jax.Array]:
+    """The non-video tokens of the joint attention [B, L', D] and how many lead as valid [B] int32.
+
+    HunyuanVideo (`legacy_text_mask`): the refined text, the first `sum(text_mask)` valid. With glyph /
+    image streams (HunyuanVideo-1.5): [image, glyph, text] tokens, each plus its `cond_type_embed` row,
+    valid ones gathered first in that order (padding zeroed), as diffusers does; image tokens are all
+    masked when `image_embeds` is all zeros over the batch (diffusers' text-to-video rule) or absent.
+    """
+    txt = refine_text(params["context_embedder"], cfg, text, text_mask, timestep)
+    if cfg.legacy_text_mask:
+        return txt, text_mask.astype(jnp.int32).sum(1)
+    dtype = cfg.compute_dtype
+    kind = (lambda i: params["cond_type_embed"]["embedding"][i].astype(dtype)) if cfg.token_types else (lambda i: 0.0)
+    parts, valid = [], []
+    if image_embeds is not None:
+        img = image_tokens(params["image_embedder"], image_embeds, dtype)
+        parts.append(img + kind(2))
+        valid.append(jnp.broadcast_to(jnp.any(image_embeds != 0), img.shape[:2]))
+    if text_2 is not None:
+        parts.append(glyph_tokens(params["context_embedder_2"], text_2, dtype) + kind(1))
+        valid.append(text_2_mask.astype(bool))
+    parts.append(txt + kind(0))
+    valid.append(text_mask.astype(bool))
+    tokens, valid = jnp.concatenate(parts, axis=1), jnp.concatenate(valid, axis=1)
+    order = jnp.argsort((~valid).astype(jnp.int32), axis=1, stable=True)  # valid first, order kept
+    tokens = jnp.take_along_axis(tokens, order[..., None], axis=1)
+    valid = jnp.take_along_axis(valid, order, axis=1)
+    return jnp.where(valid[..., None], tokens, 0).astype(dtype), valid.astype(jnp.int32).sum(1)
 
 
 def forward(
@@ -252,20 +342,31 @@ def forward(
     timestep: jax.Array,
     text: jax.Array,
     text_mask: jax.Array,
-    pooled: jax.Array,
+    pooled: jax.Array | None,
     guidance: jax.Array | None = None,
     lora: dict | None = None,
     lora_cfg: Any = None,
+    *,
+    text_2: jax.Array | None = None,
+    text_2_mask: jax.Array | None = None,
+    image_embeds: jax.Array | None = None,
+    timestep_r: jax.Array | None = None,
 ) -> jax.Array:
     """Velocity prediction [B, T', H', W', out_channels] (float32) for latents x [B, T', H', W', C].
 
     timestep [B] in [0, 1000]; text [B, L, text_embed_dim] with text_mask [B, L] (right padded);
-    pooled [B, pooled_projection_dim]; guidance [B] (scale * 1000) iff cfg.guidance_embeds.
-    `lora` (from `models.lora.init_lora`) is applied unmerged with scale alpha / rank of `lora_cfg`.
+    pooled [B, pooled_projection_dim] (None when that is 0); guidance [B] (scale * 1000) iff
+    cfg.guidance_embeds. HunyuanVideo-1.5 only: glyph tokens text_2 [B, N, text_embed_2_dim] with
+    text_2_mask [B, N], image tokens image_embeds [B, M, image_embed_dim] (both optional: absent =
+    no such tokens), timestep_r [B] (MeanFlow, optional). `lora` (from `models.lora.init_lora`) is
+    applied unmerged with scale alpha / rank of `lora_cfg`.
     """
     timestep, text_mask = jnp.asarray(timestep), jnp.asarray(text_mask)
-    guidance = None if guidance is None else jnp.asarray(guidance)
-    _check_inputs(cfg, x, timestep, text, text_mask, pooled, guidance)
+    as_arr = lambda a: None if a is None else jnp.asarray(a)
+    guidance = as_arr(guidance)
+    extra = {k: as_arr(v) for k, v in dict(text_2=text_2, text_2_mask=text_2_mask, image_embeds=image_embeds,
+                                           timestep_r=timestep_r).items()}
+    _check_inputs(cfg, x, timestep, text, text_mask, pooled, guidance, extra)
     if lora is not None and lora_cfg is None:
         raise ValueError("lora_cfg: required when lora is given (it holds rank and alpha)")
     dtype = cfg.compute_dtype
@@ -274,17 +375,19 @@ def forward(
     grid = (t // pt, h // p, w // p)
     n_video = math.prod(grid)
 
-    temb, tr_emb = condition_embedding(params["time_text_embed"], cfg, timestep, pooled, guidance)
+    temb, tr_emb = condition_embedding(params[BACKBONES[cfg.backbone].time_embed], cfg, timestep, pooled, guidance,
+                                       extra["timestep_r"])
     kernel = params["x_embedder"]["proj"]["kernel"].reshape(cfg.patch_dim, -1)
     img = linear({"kernel": kernel, "bias": params["x_embedder"]["proj"]["bias"]}, patchify(x.astype(dtype), pt, p))
     img = constrain(img, ("batch", "seq", "act_embed"))
-    txt = refine_text(params["context_embedder"], cfg, text, text_mask, timestep)
+    txt, n_valid = context_tokens(params, cfg, text, text_mask, timestep, extra["text_2"], extra["text_2_mask"],
+                                  extra["image_embeds"])
 
     cos, sin = rope_cos_sin(grid, cfg.rope_axes_dim, cfg.rope_theta, dtype)
-    n_text = text.shape[1]
+    n_text = txt.shape[1]
     cos = jnp.concatenate([cos, jnp.ones((n_text, cos.shape[1]), cos.dtype)])  # text: no rotation
     sin = jnp.concatenate([sin, jnp.zeros((n_text, sin.shape[1]), sin.dtype)])
-    kv_lengths = n_video + text_mask.astype(jnp.int32).sum(1)  # diffusers: keys past the valid text masked
+    kv_lengths = n_video + n_valid  # keys past the valid text masked
     ctx = blocks.BlockContext(
         temb=temb,
         tr_emb=tr_emb,

@@ -6,7 +6,8 @@ The mapping is by rule, one tensor at a time, so a streaming converter can use i
   `net.0.proj` -> `net_0/proj`), except the layer index of a stacked list
   (`transformer_blocks.3.` -> layer 3 of the stacked `transformer_blocks` tree).
 - leaf: Linear `weight` [out, in] -> `kernel` [in, out]; Conv3d `weight` [out, in, kt, kh, kw]
-  -> `kernel` [kt, kh, kw, in, out]; norm `weight` -> `scale`; `bias` -> `bias`.
+  -> `kernel` [kt, kh, kw, in, out]; norm `weight` -> `scale`; `bias` -> `bias`; an `nn.Embedding`
+  `weight` [n, D] (the modules in `EMBEDDINGS`) -> `embedding` [n, D], as is.
 
 `torch_to_flax(key, array)` maps one tensor; `flax_to_torch(path, layer, array)` maps back;
 `expected_torch_shapes(cfg)` lists every diffusers key with its shape for a config;
@@ -28,6 +29,7 @@ from dreamactor_jax.models.mmdit import STACKS, param_specs
 # diffusers module names that end in a numeric part (joined with "_" on the Flax side)
 _JOINED = {"to_out_0": "to_out.0", "net_0": "net.0", "net_2": "net.2"}
 _PREFIX_TO_STACK = {v: k for k, v in STACKS.items()}
+EMBEDDINGS = ("cond_type_embed",)  # nn.Embedding modules (HunyuanVideo-1.5's token-type embedding)
 
 
 class Mapped(NamedTuple):
@@ -63,7 +65,9 @@ def torch_key_to_path(key: str, ndim: int) -> tuple[tuple[str, ...], int | None]
             path[-1] = f"{path[-1]}_{part}"
         else:
             path.append(part)
-    if leaf == "weight":
+    if leaf == "weight" and tuple(mods) in {(e,) for e in EMBEDDINGS}:
+        path.append("embedding")
+    elif leaf == "weight":
         kind = _kind_of_weight(ndim)
         if not kind:
             raise ValueError(f"diffusers key {key!r}: weight of rank {ndim} is not a linear, conv or norm")
@@ -90,7 +94,7 @@ def path_to_torch_key(path: tuple[str, ...], layer: int | None) -> str:
         if layer is not None:
             raise ValueError(f"params path {'/'.join(path)}: not stacked, got layer={layer}")
     *mods, leaf = parts
-    leaf = {"kernel": "weight", "scale": "weight", "bias": "bias"}[leaf]
+    leaf = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}[leaf]
     return prefix + ".".join([_JOINED.get(m, m) for m in mods] + [leaf])
 
 
@@ -98,7 +102,9 @@ def torch_to_flax(key: str, array: Any) -> Mapped:
     """Maps one diffusers tensor (numpy or torch) to its params path, layer index and layout."""
     a = np.asarray(array.detach().cpu().float().numpy() if hasattr(array, "detach") else array)
     path, layer = torch_key_to_path(key, a.ndim)
-    if a.ndim == 2:
+    if path[-1] == "embedding":
+        pass
+    elif a.ndim == 2:
         a = a.T
     elif a.ndim == 5:
         a = a.transpose(2, 3, 4, 1, 0)
@@ -108,14 +114,18 @@ def torch_to_flax(key: str, array: Any) -> Mapped:
 def flax_to_torch(path: tuple[str, ...], layer: int | None, array: Any) -> tuple[str, np.ndarray]:
     """Inverse of `torch_to_flax` for one (unstacked) tensor: -> (diffusers key, torch-layout array)."""
     a = np.asarray(array)
-    if a.ndim == 2:
+    if path[-1] == "embedding":
+        pass
+    elif a.ndim == 2:
         a = a.T
     elif a.ndim == 5:
         a = a.transpose(4, 3, 0, 1, 2)
     return path_to_torch_key(tuple(path), layer), np.ascontiguousarray(a)
 
 
-def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+def _torch_shape(shape: tuple[int, ...], path: tuple[str, ...] = ()) -> tuple[int, ...]:
+    if path[-1:] == ("embedding",):
+        return shape
     if len(shape) == 2:
         return shape[::-1]
     if len(shape) == 5:
@@ -141,7 +151,7 @@ def _iter_specs(cfg: MMDiTConfig) -> Iterator[tuple[tuple[str, ...], int | None,
 
 def expected_torch_shapes(cfg: MMDiTConfig) -> dict[str, tuple[int, ...]]:
     """Every diffusers state_dict key of this config with its (PyTorch-layout) shape."""
-    return {path_to_torch_key(p, i): _torch_shape(s) for p, i, s in _iter_specs(cfg)}
+    return {path_to_torch_key(p, i): _torch_shape(s, p) for p, i, s in _iter_specs(cfg)}
 
 
 def state_dict_to_params(state_dict: Mapping[str, Any], cfg: MMDiTConfig, dtype=np.float32) -> dict:

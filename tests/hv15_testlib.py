@@ -1,0 +1,86 @@
+"""Helpers for the HunyuanVideo-1.5 tests: a tiny random diffusers `HunyuanVideo15Transformer3DModel`,
+random inputs (text, glyph and image tokens, MeanFlow's timestep_r) and its channels-last forward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+
+from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
+
+
+def tiny_hv15(cfg: MMDiTConfig, seed: int = 0):
+    """diffusers HunyuanVideo15Transformer3DModel with every tensor random (norm weights around 1)."""
+    torch.manual_seed(seed)
+    model = diffusers.HunyuanVideo15Transformer3DModel(**cfg.to_diffusers_config()).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1 and "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+            elif p.ndim == 1:
+                p.copy_(0.05 * torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) / np.sqrt(max(int(np.prod(p.shape[1:])), 1)))
+    return model
+
+
+def hv15_inputs(cfg: MMDiTConfig, seed: int = 1, image: str = "random", glyph: str = "partial",
+                frames: int = 3, height: int = 4, width: int = 6, text_len: int = 7, glyph_len: int = 5,
+                image_len: int = 4) -> dict:
+    """Batch 2, uneven text padding (item 1 not a prefix). image: "random" | "zeros" (text-to-video)
+    | "none"; glyph: "partial" | "masked" (no valid glyph token) | "none"."""
+    rng = np.random.default_rng(seed)
+    b = 2
+    mask = np.zeros((b, text_len), np.int64)
+    mask[0, :] = 1
+    mask[1, [0, 1, 4]] = 1
+    m2 = np.zeros((b, glyph_len), np.int64)
+    if glyph == "partial":
+        m2[0, :2] = 1
+        m2[1, :] = 1
+    img = rng.standard_normal((b, image_len, cfg.image_embed_dim)).astype(np.float32)
+    inp = dict(
+        x=rng.standard_normal((b, frames, height, width, cfg.in_channels)).astype(np.float32),
+        timestep=np.array([437.5, 81.25], np.float32),
+        text=rng.standard_normal((b, text_len, cfg.text_embed_dim)).astype(np.float32),
+        text_mask=mask,
+        text_2=None if glyph == "none" else rng.standard_normal((b, glyph_len, cfg.text_embed_2_dim)).astype(np.float32),
+        text_2_mask=None if glyph == "none" else m2,
+        image_embeds={"random": img, "zeros": np.zeros_like(img), "none": None}[image],
+        timestep_r=np.array([250.0, 30.0], np.float32) if cfg.use_meanflow else None,
+    )
+    return inp
+
+
+def hv15_torch_forward(model, cfg: MMDiTConfig, inp: dict) -> np.ndarray:
+    """diffusers forward on channels-last inputs (absent glyph / image tokens given as diffusers
+    spells "none": an all-masked glyph sequence, all-zero image embeddings); channels-last output."""
+    t = lambda a: None if a is None else torch.from_numpy(np.asarray(a))
+    b = inp["x"].shape[0]
+    text_2, m2 = inp["text_2"], inp["text_2_mask"]
+    if text_2 is None:
+        text_2, m2 = np.ones((b, 1, cfg.text_embed_2_dim), np.float32), np.zeros((b, 1), np.int64)
+    image = inp["image_embeds"]
+    if image is None:
+        image = np.zeros((b, 1, cfg.image_embed_dim), np.float32)
+    with torch.no_grad():
+        out = model(
+            hidden_states=t(inp["x"]).permute(0, 4, 1, 2, 3),
+            timestep=t(inp["timestep"]),
+            encoder_hidden_states=t(inp["text"]),
+            encoder_attention_mask=t(inp["text_mask"]),
+            timestep_r=t(inp["timestep_r"]),
+            encoder_hidden_states_2=t(text_2),
+            encoder_attention_mask_2=t(m2),
+            image_embeds=t(image),
+            return_dict=False,
+        )[0]
+    return out.permute(0, 2, 3, 4, 1).double().numpy()
+
+
+def jax_kwargs(inp: dict) -> dict:
+    """The keyword inputs of `mmdit.forward` for these inputs."""
+    return {k: inp[k] for k in ("text_2", "text_2_mask", "image_embeds", "timestep_r")}
