@@ -1,10 +1,11 @@
-"""Convert published HunyuanVideo PyTorch weights to this project's Orbax params folder.
+"""Convert published HunyuanVideo / HunyuanVideo-1.5 PyTorch weights to this project's Orbax params folder.
 
-    python tools/convert_weights.py SRC OUT [--variant t2v|i2v-16ch|i2v-33ch] [--dtype bf16|fp32]
+    python tools/convert_weights.py SRC OUT [--variant t2v|i2v-16ch|i2v-33ch|hv15|hv15-meanflow] [--dtype bf16|fp32]
         [--widen-33ch] [--format auto|diffusers|original] [--model auto|transformer|vae] [--overwrite]
 
 SRC is a diffusers folder (config.json + one safetensors file or an index of shards, e.g. the
-`transformer/` or `vae/` folder of a pipeline) or one file of the original release
+`transformer/` or `vae/` folder of a pipeline; `HunyuanVideoTransformer3DModel` or
+`HunyuanVideo15Transformer3DModel`) or one file of the original release
 (`.safetensors`, or `.pt` read with torch.load(weights_only=True)). OUT gets `config.json` and
 `params/` (read back with `dreamactor_jax.weights.checkpoint.load_params`). Tensors are read and
 written one leaf at a time, so the 12.8B transformer converts within a few GB of memory.
@@ -28,7 +29,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("src", help="diffusers folder or original-release file")
     p.add_argument("out", help="output folder (must not exist unless --overwrite)")
-    p.add_argument("--variant", default=None, help="transformer: t2v, i2v-16ch, i2v-33ch (or tiny-*); vae: hunyuan")
+    p.add_argument("--variant", default=None, help="transformer: t2v, i2v-16ch, i2v-33ch, hv15, hv15-meanflow (or tiny-*); vae: hunyuan")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="dtype of the written params")
     p.add_argument("--widen-33ch", action="store_true", help="widen a T2V transformer to 33 input channels")
     p.add_argument("--format", default="auto", choices=["auto", "diffusers", "original"])

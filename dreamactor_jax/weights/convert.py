@@ -34,7 +34,7 @@ from dreamactor_jax.weights.safetensors_io import TensorSource
 
 TRANSFORMER_CLASS = "HunyuanVideoTransformer3DModel"
 VAE_CLASS = "AutoencoderKLHunyuanVideo"
-MMDIT_VARIANTS = ("t2v", "i2v-16ch", "i2v-33ch")
+MMDIT_VARIANTS = ("t2v", "i2v-16ch", "i2v-33ch", "hv15", "hv15-meanflow")
 DTYPES = {"bf16": ml_dtypes.bfloat16, "bfloat16": ml_dtypes.bfloat16, "fp32": np.float32, "float32": np.float32}
 WIDE_CHANNELS = 33
 
@@ -145,10 +145,13 @@ def open_source(src: str | os.PathLike, fmt: str = "auto", model: str = "auto") 
         raise ValueError(f"{src}: not a HunyuanVideo transformer or VAE checkpoint (tensor names like {sorted(tensors.keys())[:3]})")
     found_model, found_fmt = guess
     if config_json is not None and "_class_name" in config_json:
+        from dreamactor_jax.models.config import BACKBONES
+
         cls = config_json["_class_name"]
-        want = {TRANSFORMER_CLASS: "mmdit", VAE_CLASS: "vae"}.get(cls)
+        classes = {**{b.diffusers_class: "mmdit" for b in BACKBONES.values()}, VAE_CLASS: "vae"}
+        want = classes.get(cls)
         if want is None:
-            raise ValueError(f"{src}/config.json: _class_name {cls!r} is not {TRANSFORMER_CLASS} or {VAE_CLASS}")
+            raise ValueError(f"{src}/config.json: _class_name {cls!r} is not one of {sorted(classes)}")
         if want != found_model:
             raise ValueError(f"{src}: config.json says {cls} but the tensor names are those of a {found_model}")
     if model != "auto" and {"transformer": "mmdit"}.get(model, model) != found_model:
@@ -166,14 +169,19 @@ def open_source(src: str | os.PathLike, fmt: str = "auto", model: str = "auto") 
 
 
 def _arch(cfg) -> dict:
-    return cfg.to_diffusers_config()
+    return {"backbone": cfg.backbone, **cfg.to_diffusers_config()}
+
+
+def _fingerprint(cfg) -> tuple:
+    """What the tensor names and the patch embedding tell about a transformer config."""
+    return (cfg.backbone, cfg.in_channels, cfg.guidance_embeds, cfg.use_meanflow)
 
 
 def mmdit_config(source: Source, variant: str | None):
     """The transformer's config: from config.json (checked against `variant`) or from `variant`.
 
     Without config.json the variant must be given unless the weights decide it (33 input
-    channels and no guidance embedder can only be i2v-33ch).
+    channels and no guidance embedder can only be i2v-33ch; glyph/image embedders are HunyuanVideo-1.5).
     """
     from dreamactor_jax.models.config import MMDiTConfig
 
@@ -182,13 +190,17 @@ def mmdit_config(source: Source, variant: str | None):
         raise ValueError("checkpoint: no x_embedder.proj.weight (img_in.proj.weight); cannot tell the input channels")
     in_ch = source.tensors.info("x_embedder.proj.weight").shape[1]
     guidance = any(k.startswith("time_text_embed.guidance_embedder.") for k in keys)
-    fits = [v for v in MMDIT_VARIANTS if (MMDiTConfig.named(v).in_channels, MMDiTConfig.named(v).guidance_embeds) == (in_ch, guidance)]
-    facts = f"{in_ch} input channels, {'a' if guidance else 'no'} guidance embedder"
+    backbone = "hunyuan_video15" if "cond_type_embed.weight" in keys else "hunyuan_video"
+    meanflow = any(k.startswith("time_embed.timestep_embedder_r.") for k in keys)
+    found = (backbone, in_ch, guidance, meanflow)
+    fits = [v for v in MMDIT_VARIANTS if _fingerprint(MMDiTConfig.named(v)) == found]
+    facts = (f"{backbone}, {in_ch} input channels, {'a' if guidance else 'no'} guidance embedder"
+             f"{', MeanFlow' if meanflow else ''}")
     if source.config_json is not None:
         cfg = MMDiTConfig.from_diffusers_config(source.config_json)
         if variant is not None:
             named = MMDiTConfig.named(variant)
-            diff = {k: (v, _arch(named)[k]) for k, v in _arch(cfg).items() if _arch(named)[k] != v}
+            diff = {k: (v, _arch(named).get(k)) for k, v in _arch(cfg).items() if _arch(named).get(k) != v}
             if diff:
                 shown = ", ".join(f"{k} {a!r} (variant: {b!r})" for k, (a, b) in diff.items())
                 raise ValueError(f"variant: {variant!r} does not match the checkpoint's config.json: {shown}")
@@ -198,11 +210,12 @@ def mmdit_config(source: Source, variant: str | None):
                 raise ValueError(f"variant: the weights ({facts}) fit {fits or 'no named variant'}; pass --variant")
             variant = fits[0]
         cfg = MMDiTConfig.named(variant)
-    if (cfg.in_channels, cfg.guidance_embeds) != (in_ch, guidance):
+    if _fingerprint(cfg) != found:
         name = variant or "config.json"
         raise ValueError(
-            f"variant: {name!r} expects {cfg.in_channels} input channels and {'a' if cfg.guidance_embeds else 'no'} "
-            f"guidance embedder; the weights have {facts} (they fit {fits or 'no named variant'})"
+            f"variant: {name!r} expects {cfg.backbone}, {cfg.in_channels} input channels, "
+            f"{'a' if cfg.guidance_embeds else 'no'} guidance embedder{', MeanFlow' if cfg.use_meanflow else ''}; "
+            f"the weights have {facts} (they fit {fits or 'no named variant'})"
         )
     return cfg
 
@@ -322,7 +335,7 @@ def build_leaf(source: Source, target: Target, path, items, dtype, widen_to=None
 
 def _out_config(source: Source, target: Target, src, dtype_name: str, variant, widen_from) -> dict:
     if target.model == "mmdit":
-        raw = {"_class_name": TRANSFORMER_CLASS, **target.config.to_diffusers_config()}
+        raw = {"_class_name": target.config.diffusers_class, **target.config.to_diffusers_config()}
         raw["rope_axes_dim"] = list(raw["rope_axes_dim"])
     else:
         raw = {"_class_name": VAE_CLASS, **checkpoint.vae_config_to_dict(target.config)}

@@ -1,0 +1,68 @@
+"""HunyuanVideo-1.5 conversion: a tiny random diffusers `HunyuanVideo15Transformer3DModel` saved with
+`save_pretrained` (forced into several shards) -> tools/convert_weights.py (streaming, leaf by leaf)
+-> load_params -> the project's forward equals diffusers' (fp32, <= 1e-5 relative); the same weights
+without config.json are recognised by their names; wrong variants fail in one line."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+from convert_testlib import rel_err  # noqa: E402
+from hv15_testlib import hv15_inputs, hv15_torch_forward, jax_kwargs, tiny_hv15  # noqa: E402
+from test_convert import run_tool  # noqa: E402
+
+from dreamactor_jax.models import mmdit  # noqa: E402
+from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
+from dreamactor_jax.weights import checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def hv15(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hv15")
+    cfg = MMDiTConfig.named("tiny-hv15-meanflow")
+    model = tiny_hv15(cfg, seed=3)
+    model.save_pretrained(root / "diffusers", max_shard_size="1MB")
+    assert len(list((root / "diffusers").glob("*.safetensors"))) >= 3
+    assert run_tool(root / "diffusers", root / "out", "--dtype", "fp32") == 0
+    return dict(root=root, cfg=cfg, model=model)
+
+
+def test_hv15_diffusers_folder_converts_to_matching_forward(hv15):
+    out = hv15["root"] / "out"
+    cfg = checkpoint.load_config(out)
+    assert cfg == hv15["cfg"]
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["_class_name"] == "HunyuanVideo15Transformer3DModel"
+    params = checkpoint.load_params(out)
+    inp = hv15_inputs(cfg, seed=7)
+    got = np.asarray(mmdit.forward(params, cfg, inp["x"], inp["timestep"], inp["text"], inp["text_mask"], None,
+                                   **jax_kwargs(inp)))
+    err = rel_err(got, hv15_torch_forward(hv15["model"], cfg, inp))
+    assert err <= 1e-5, err
+    assert params["cond_type_embed"]["embedding"].shape == (3, cfg.hidden_size)
+    assert params["time_embed"]["timestep_embedder_r"]["linear_1"]["kernel"].shape == (256, cfg.hidden_size)
+
+
+def test_hv15_weights_without_config_json_and_variant_checks(hv15, tmp_path):
+    src = tmp_path / "model.safetensors"
+    safetensors_torch.save_file({k: v.contiguous() for k, v in hv15["model"].state_dict().items()}, str(src))
+    # tiny weights fit no full-size variant: the message says what they are
+    with pytest.raises(ValueError, match="hunyuan_video15, 9 input channels, no guidance embedder, MeanFlow"):
+        run_tool(src, tmp_path / "a")
+    assert run_tool(src, tmp_path / "b", "--variant", "tiny-hv15-meanflow", "--dtype", "fp32") == 0
+    a = checkpoint.load_params(tmp_path / "b")
+    b = checkpoint.load_params(hv15["root"] / "out")
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with pytest.raises(ValueError, match="variant: 'tiny-hv15' expects hunyuan_video15, 9 input channels, no guidance"):
+        run_tool(src, tmp_path / "c", "--variant", "tiny-hv15")
+    with pytest.raises(ValueError, match="variant: 'tiny-i2v-33ch' does not match"):
+        run_tool(hv15["root"] / "diffusers", tmp_path / "d", "--variant", "tiny-i2v-33ch")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
