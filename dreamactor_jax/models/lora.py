@@ -31,6 +31,17 @@ DEFAULT_TARGETS = (
 )
 
 
+
+def ffn_targets(cfg: MMDiTConfig) -> tuple[str, ...]:
+    """The paper's FFN-only targets for a backbone: `DEFAULT_TARGETS` of the block kinds it has.
+
+    HunyuanVideo: dual `ff` + single `proj_mlp` / `proj_out:mlp`; HunyuanVideo-1.5 (no single-stream
+    blocks): the dual blocks' `ff.net.0.proj` and `ff.net.2` only.
+    """
+    has = {"transformer_blocks": cfg.num_layers > 0, "single_transformer_blocks": cfg.num_single_layers > 0}
+    return tuple(t for t in DEFAULT_TARGETS if has[t.split("\\.")[0]])
+
+
 @dataclass(frozen=True)
 class LoRAConfig:
     """Rank, alpha and target patterns (`re.fullmatch` against `candidate_names(cfg)`)."""
