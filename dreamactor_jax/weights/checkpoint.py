@@ -235,9 +235,23 @@ VAE_FIELDS = (
 _DOWN_BLOCK, _UP_BLOCK = "HunyuanVideoDownBlock3D", "HunyuanVideoUpBlock3D"
 
 
+# VAE15Config fields that come from a diffusers AutoencoderKLHunyuanVideo15 config.json
+VAE15_CLASS = "AutoencoderKLHunyuanVideo15"
+VAE15_FIELDS = ("in_channels", "out_channels", "latent_channels", "block_out_channels", "layers_per_block",
+                "spatial_compression_ratio", "temporal_compression_ratio", "downsample_match_channel",
+                "upsample_match_channel", "scaling_factor")
+
+
 def vae_config_from_dict(raw: Mapping[str, Any], **overrides: Any):
-    """`VAEConfig` from a diffusers VAE config.json dict (block types and other keys are checked or ignored)."""
+    """`VAEConfig` (or `VAE15Config` for `_class_name` AutoencoderKLHunyuanVideo15) from a diffusers VAE
+    config.json dict (block types and other keys are checked or ignored)."""
     from dreamactor_jax.models.vae import VAEConfig
+
+    if raw.get("_class_name") == VAE15_CLASS:
+        from dreamactor_jax.models.vae15 import VAE15Config
+
+        kwargs = {k: raw[k] for k in VAE15_FIELDS if k in raw}
+        return VAE15Config(**{**kwargs, **overrides})
 
     n = len(raw.get("block_out_channels", VAEConfig.block_out_channels))
     for key, kind in (("down_block_types", _DOWN_BLOCK), ("up_block_types", _UP_BLOCK)):
@@ -250,7 +264,14 @@ def vae_config_from_dict(raw: Mapping[str, Any], **overrides: Any):
     return VAEConfig(**{**kwargs, **overrides})
 
 
+def vae_class(cfg) -> str:
+    """The diffusers class name of a VAE config."""
+    from dreamactor_jax.models.vae15 import VAE15Config
+
+    return VAE15_CLASS if isinstance(cfg, VAE15Config) else "AutoencoderKLHunyuanVideo"
+
+
 def vae_config_to_dict(cfg) -> dict:
-    out = {k: getattr(cfg, k) for k in VAE_FIELDS}
+    out = {k: getattr(cfg, k) for k in (VAE15_FIELDS if vae_class(cfg) == VAE15_CLASS else VAE_FIELDS)}
     out["block_out_channels"] = list(out["block_out_channels"])
     return out

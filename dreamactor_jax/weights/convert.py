@@ -85,8 +85,8 @@ def _flatten_shapes(tree: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str,
 
 
 def vae_target(cfg) -> Target:
-    from dreamactor_jax.models.vae import param_shapes
     from dreamactor_jax.weights import vae_map
+    from dreamactor_jax.weights.vae_map import param_shapes
 
     paths = vae_map.flax_paths(cfg)
     return Target(
@@ -148,7 +148,8 @@ def open_source(src: str | os.PathLike, fmt: str = "auto", model: str = "auto") 
         from dreamactor_jax.models.config import BACKBONES
 
         cls = config_json["_class_name"]
-        classes = {**{b.diffusers_class: "mmdit" for b in BACKBONES.values()}, VAE_CLASS: "vae"}
+        classes = {**{b.diffusers_class: "mmdit" for b in BACKBONES.values()}, VAE_CLASS: "vae",
+                   checkpoint.VAE15_CLASS: "vae"}
         want = classes.get(cls)
         if want is None:
             raise ValueError(f"{src}/config.json: _class_name {cls!r} is not one of {sorted(classes)}")
@@ -223,12 +224,17 @@ def mmdit_config(source: Source, variant: str | None):
 def vae_config(source: Source, variant: str | None):
     from dreamactor_jax.models.vae import VAEConfig
 
+    from dreamactor_jax.models.vae15 import VAE15Config
+
+    named = lambda v: (VAE15Config if v.endswith("15") else VAEConfig).named(v)
     if source.config_json is not None:
         cfg = checkpoint.vae_config_from_dict(source.config_json)
-        if variant is not None and checkpoint.vae_config_to_dict(VAEConfig.named(variant)) != checkpoint.vae_config_to_dict(cfg):
+        if variant is not None and (checkpoint.vae_class(named(variant)) != checkpoint.vae_class(cfg) or
+                                    checkpoint.vae_config_to_dict(named(variant)) != checkpoint.vae_config_to_dict(cfg)):
             raise ValueError(f"variant: VAE {variant!r} does not match the checkpoint's config.json")
         return cfg
-    return VAEConfig.named(variant or "hunyuan")
+    rms = any(k.endswith(".gamma") for k in source.tensors.keys())  # RMS norms: the HunyuanVideo-1.5 VAE
+    return named(variant or ("hunyuan15" if rms else "hunyuan"))
 
 
 # ----------------------------------------------------------------------------- validation
@@ -338,7 +344,7 @@ def _out_config(source: Source, target: Target, src, dtype_name: str, variant, w
         raw = {"_class_name": target.config.diffusers_class, **target.config.to_diffusers_config()}
         raw["rope_axes_dim"] = list(raw["rope_axes_dim"])
     else:
-        raw = {"_class_name": VAE_CLASS, **checkpoint.vae_config_to_dict(target.config)}
+        raw = {"_class_name": checkpoint.vae_class(target.config), **checkpoint.vae_config_to_dict(target.config)}
     raw["_dreamactor"] = {
         "model": target.model,
         "dtype": dtype_name,

@@ -1,9 +1,9 @@
-"""diffusers AutoencoderKLHunyuanVideo state_dict <-> the JAX VAE's parameter tree, per tensor.
+"""diffusers AutoencoderKLHunyuanVideo (and ...HunyuanVideo15) state_dict <-> the JAX VAE's parameter tree.
 
 Names: the diffusers name split on dots, a numeric part joined to the one before it with "_"
 (`encoder.down_blocks.0.resnets.1.conv1.conv.weight` -> `("encoder", "down_blocks_0",
 "resnets_1", "conv1", "conv", "kernel")`). Leaves: conv/linear `weight` -> `kernel`, GroupNorm
-`weight` -> `scale`, `bias` stays. Layouts: Conv3d `[O, I, kt, kh, kw]` -> `[kt, kh, kw, I, O]`,
+`weight` -> `scale`, `bias` stays, the HunyuanVideo-1.5 RMS norms' `gamma` [C, 1, 1, 1] stays as is. Layouts: Conv3d `[O, I, kt, kh, kw]` -> `[kt, kh, kw, I, O]`,
 Linear `[O, I]` -> `[I, O]`. Every function here works one tensor at a time, so a streaming
 converter can call `to_flax` per safetensors entry without holding the checkpoint twice.
 """
@@ -15,7 +15,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from dreamactor_jax.models.vae import VAEConfig, param_shapes
+from dreamactor_jax.models import vae, vae15
+from dreamactor_jax.models.vae import VAEConfig
+
+
+def param_shapes(cfg) -> dict:
+    """The parameter shapes of either VAE (`vae.VAEConfig` or `vae15.VAE15Config`)."""
+    return (vae15 if isinstance(cfg, vae15.VAE15Config) else vae).param_shapes(cfg)
 
 _INDEXED = re.compile(r"^(.*)_(\d+)$")
 
@@ -83,8 +89,8 @@ def to_flax(name: str, tensor: Any) -> tuple[tuple[str, ...], np.ndarray]:
     """One diffusers tensor -> (flax path, numpy array in the JAX layout). Dtype is kept."""
     a = _to_numpy(tensor)
     parts = name.split(".")
-    if len(parts) < 2 or parts[-1] not in ("weight", "bias"):
-        raise ValueError(f"name: {name!r} is not a VAE parameter name (expected '...weight' or '...bias')")
+    if len(parts) < 2 or parts[-1] not in ("weight", "bias", "gamma"):
+        raise ValueError(f"name: {name!r} is not a VAE parameter name (expected '...weight', '...bias' or '...gamma')")
     path: list[str] = []
     for p in parts[:-1]:
         if p.isdigit():
