@@ -16,16 +16,19 @@ Base weights: convert diffusers' `transformer/` folder of HunyuanVideo-1.5 I2V:
     python launch/train.py --config configs/pose_hv15.py --workdir runs/pose-hv15 \
         --config.base_checkpoint=ckpt/hv15 --config.data.shards=shards-hv15/
 
-Not yet possible here: preprocessing real clips for this backbone needs its VAE
-(`AutoencoderKLHunyuanVideo15`, not ported to JAX yet; `preprocess.vae` says "hunyuan15" so the
-preprocessor refuses rather than encode with the first backbone's 16-channel VAE), and its text
-streams (Qwen2.5-VL 3584 + ByT5 glyphs + SigLIP image tokens) are not produced by tools/encode_text.py:
-the trainer feeds the Qwen text stream only (glyph and image tokens absent, which the model treats as
-no such tokens). Not measured on a GPU (speed, memory, largest clip).
+Data: `tools/preprocess.py --config configs/pose_hv15.py` encodes with this backbone's VAE
+(`models.vae15`, `AutoencoderKLHunyuanVideo15`; convert its `vae/` folder with the same tool and pass
+`--config.preprocess.vae_checkpoint`). Not yet here: its text streams (Qwen2.5-VL 3584 + ByT5 glyphs +
+SigLIP image tokens) are not produced by tools/encode_text.py, so the trainer feeds the text stream
+only (glyph and image tokens absent, which the model treats as no such tokens). Not measured on a
+GPU (speed, memory, largest clip).
 
-CPU smoke run (tiny HunyuanVideo-1.5 MMDiT, random base, synthetic shards; the loss falls):
+CPU smoke run (tiny HunyuanVideo-1.5 MMDiT, random base, synthetic shards), then sampling from it:
 
-    python launch/train.py --config configs/pose_hv15.py:tiny --workdir /tmp/pose-hv15-tiny
+    python tools/make_random_base.py /tmp/base-hv15 --backbone hv15
+    python launch/train.py --config configs/pose_hv15.py:tiny --workdir /tmp/pose-hv15-tiny \
+        --config.base_checkpoint=/tmp/base-hv15/transformer --config.preprocess.vae_checkpoint=/tmp/base-hv15/vae
+    python launch/sample.py --checkpoint /tmp/pose-hv15-tiny --ref ref.png --pose pose.mp4 -o out.mp4 --no-text
 """
 
 from dreamactor_jax.models.config import MMDiTConfig
@@ -40,6 +43,5 @@ def get_config(arg=None):
         c = recipe.make_tiny(c)
     c.model.name = "tiny-hv15" if opts.get("tiny") else "hv15"
     c.lora.targets = ffn_targets(MMDiTConfig.named(c.model.name))
-    if not opts.get("tiny"):
-        c.preprocess.vae = "hunyuan15"
+    c.preprocess.vae = "tiny15" if opts.get("tiny") else "hunyuan15"  # HunyuanVideo-1.5's VAE (models.vae15)
     return c

@@ -116,8 +116,9 @@ class Animate:
             decode = getattr(run, "decode", None)
             if encode is None:
                 from dreamactor_jax.models import vae
-                encode = lambda x: vae.encode_latents(run.vparams, run.vcfg, x)  # noqa: E731
-                decode = lambda z: vae.decode_latents(run.vparams, run.vcfg, z)  # noqa: E731
+                vmod = vae.module_for(run.vcfg)
+                encode = lambda x: vmod.encode_latents(run.vparams, run.vcfg, x)  # noqa: E731
+                decode = lambda z: vmod.decode_latents(run.vparams, run.vcfg, z)  # noqa: E731
             animator = Animator(InContextVelocity(run.mcfg), run.params, encode, decode, self._text(run), settings)
             total = len(animator.plan(len(motion))) * settings.steps
             done = [0]

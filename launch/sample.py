@@ -261,8 +261,9 @@ def main(argv=None) -> int:
         vcfg = dataclasses.replace(run.vcfg, tiling=tiling)
         if jax.default_backend() == "cpu" and (run.config.get("train") or {}).get("fast_compile"):
             vcfg = dataclasses.replace(vcfg, xla_options=(("xla_backend_optimization_level", 0),))  # smoke runs
-        encode = lambda x: vae.encode_latents(run.vparams, vcfg, x)  # noqa: E731
-        decode = lambda z: vae.decode_latents(run.vparams, vcfg, z)  # noqa: E731
+        vmod = vae.module_for(vcfg)  # models.vae or models.vae15, by the converted VAE's config
+        encode = lambda x: vmod.encode_latents(run.vparams, vcfg, x)  # noqa: E731
+        decode = lambda z: vmod.decode_latents(run.vparams, vcfg, z)  # noqa: E731
     print(f"loaded step {run.step} of {args.checkpoint} ({run.variant}) on {run.base} + {run.vae} in "
           f"{time.time() - t0:.0f} s; {h}x{w} per panel, {len(motion)} frames at {fps:g} fps, text: {text_what}, "
           f"CFG {'x%g' % args.guidance_scale if cfg_on else 'off'}; {tiling_line}", file=sys.stderr)

@@ -36,7 +36,7 @@ def test_full_recipe_is_the_papers_on_hv15():
     assert (spec.optim.lr, spec.optim.weight_decay) == (5e-5, 0.01)
     assert c.data.global_batch == 2 and c.train.steps == 50_000 and spec.guidance is None
     assert sorted(lora_lib.targets(m, spec.lora)) == ["transformer_blocks.ff.net.0.proj", "transformer_blocks.ff.net.2"]
-    assert m.dtype == "bfloat16" and m.param_dtype == "bfloat16" and c.preprocess.vae == "hunyuan15"
+    assert m.dtype == "bfloat16" and m.param_dtype == "bfloat16" and c.preprocess.vae == "hunyuan15"  # models.vae15
     # FFN LoRA at rank 256 on 54 blocks: (2048 + 8192) * 256 * 2 per block
     assert lora_lib.count_lora_params(m, spec.lora) == 54 * 2 * (2048 + 8192) * 256
 
@@ -47,13 +47,34 @@ def test_tiny_variant():
     assert spec.lora.targets == lora_lib.ffn_targets(spec.model)
 
 
-@pytest.mark.slow  # a subprocess: imports, synthetic shards and one compile (~30 s on 2 busy cores)
-def test_launch_train_runs_the_tiny_hv15_config(tmp_path):
-    r = subprocess.run([sys.executable, "launch/train.py", "--config", "configs/pose_hv15.py:tiny", "--workdir",
-                        str(tmp_path), "--config.train.steps=4", "--config.train.tensorboard=False"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "done: step 4" in r.stdout + r.stderr
-    assert "model tiny-hv15" in r.stderr
-    ckpts = [p for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
-    assert [int(p.name) for p in ckpts] == [4]
+def _run(*argv):
+    r = subprocess.run([sys.executable, *map(str, argv)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.mark.slow  # three subprocesses (random base, 3 training steps, 3 sampling steps): ~45 s on 2 busy cores
+def test_random_base_train_and_sample_the_tiny_hv15_config(tmp_path):
+    """`launch/train.py` and `launch/sample.py` run HunyuanVideo-1.5 unchanged apart from the config:
+    a random tiny base (diffusers' HunyuanVideo15 transformer and VAE, converted), 3 LoRA steps, a video."""
+    import numpy as np
+    from PIL import Image
+
+    from dreamactor_jax import media
+    from dreamactor_jax.pose.keypoints import standard_person
+    from dreamactor_jax.pose.render import render_pose
+
+    base, run = tmp_path / "base", tmp_path / "run"
+    _run("tools/make_random_base.py", base, "--backbone", "hv15")
+    assert json.loads((base / "vae" / "config.json").read_text())["_class_name"] == "AutoencoderKLHunyuanVideo15"
+    r = _run("launch/train.py", "--config", "configs/pose_hv15.py:tiny", "--workdir", run, "--config.train.steps=3",
+             "--config.train.tensorboard=False", f"--config.base_checkpoint={base / 'transformer'}",
+             f"--config.preprocess.vae_checkpoint={base / 'vae'}")
+    assert "done: step 3" in r.stdout and "model tiny-hv15" in r.stderr
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 80, 3), np.uint8)).save(tmp_path / "ref.png")
+    frames = [render_pose(standard_person((0.5, 0.5), 0.8), 48, 80) for _ in range(9)]
+    media.write_video(tmp_path / "pose.mp4", np.stack(frames), fps=8)
+    _run("launch/sample.py", "--checkpoint", run, "--ref", tmp_path / "ref.png", "--pose", tmp_path / "pose.mp4",
+         "-o", tmp_path / "out.mp4", "--no-text", "--steps", 3, "--quiet")
+    v = media.read_video(tmp_path / "out.mp4")
+    assert v.shape[0] == 9 and v.std() > 1.0

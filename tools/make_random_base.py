@@ -2,6 +2,7 @@
 
     python tools/make_random_base.py ckpt/tiny                 # tiny, CPU, seconds
     python tools/make_random_base.py /scratch/full --size full --device cuda --dtype bf16
+    python tools/make_random_base.py ckpt/tiny-hv15 --backbone hv15   # HunyuanVideo-1.5 (configs/pose_hv15.py)
 
 Builds diffusers' `HunyuanVideoTransformer3DModel` (the I2V-33ch config: 33 input channels,
 latent_concat) and `AutoencoderKLHunyuanVideo` with random weights (PyTorch's default
@@ -30,12 +31,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dreamactor_jax.utils import cli_main  # noqa: E402
 
 SIZES = {"tiny": ("tiny-i2v-33ch", "tiny"), "full": ("i2v-33ch", "hunyuan")}
+# --backbone hv15: HunyuanVideo-1.5's transformer and VAE (AutoencoderKLHunyuanVideo15)
+SIZES_HV15 = {"tiny": ("tiny-hv15", "tiny15"), "full": ("hv15", "hunyuan15")}
 
 
 def vae_kwargs(name: str, latent_channels: int) -> dict:
-    """diffusers AutoencoderKLHunyuanVideo arguments of the project's VAE config `name`."""
+    """diffusers VAE arguments of the project's VAE config `name` (AutoencoderKLHunyuanVideo, or
+    ...HunyuanVideo15 for the '*15' names)."""
     from dreamactor_jax.models.vae import VAEConfig
 
+    if name.endswith("15"):
+        from dreamactor_jax.models.vae15 import VAE15Config
+
+        c = VAE15Config.named(name, latent_channels=latent_channels)
+        return dict(latent_channels=c.latent_channels, block_out_channels=tuple(c.block_out_channels),
+                    layers_per_block=c.layers_per_block)
     c = VAEConfig.named(name, latent_channels=latent_channels)
     n = len(c.block_out_channels)
     return dict(latent_channels=c.latent_channels, block_out_channels=tuple(c.block_out_channels),
@@ -43,14 +53,14 @@ def vae_kwargs(name: str, latent_channels: int) -> dict:
                 layers_per_block=c.layers_per_block, norm_num_groups=c.norm_num_groups)
 
 
-def build(size: str, seed: int = 0, device: str = "cpu", dtype: str = "fp32"):
+def build(size: str, seed: int = 0, device: str = "cpu", dtype: str = "fp32", backbone: str = "hv"):
     """(transformer, vae): diffusers modules with seeded random weights, made directly on `device`."""
     import diffusers
     import torch
 
     from dreamactor_jax.models.config import MMDiTConfig
 
-    mname, vname = SIZES[size]
+    mname, vname = (SIZES_HV15 if backbone == "hv15" else SIZES)[size]
     mcfg = MMDiTConfig.named(mname)
     tdt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     previous = torch.get_default_dtype()
@@ -58,9 +68,10 @@ def build(size: str, seed: int = 0, device: str = "cpu", dtype: str = "fp32"):
     try:
         with torch.device(device), torch.no_grad():
             torch.manual_seed(seed)
-            transformer = diffusers.HunyuanVideoTransformer3DModel(**mcfg.to_diffusers_config()).eval()
+            transformer = getattr(diffusers, mcfg.diffusers_class)(**mcfg.to_diffusers_config()).eval()
             torch.manual_seed(seed + 1)
-            vae = diffusers.AutoencoderKLHunyuanVideo(**vae_kwargs(vname, mcfg.out_channels)).eval()
+            vae_cls = diffusers.AutoencoderKLHunyuanVideo15 if vname.endswith("15") else diffusers.AutoencoderKLHunyuanVideo
+            vae = vae_cls(**vae_kwargs(vname, mcfg.out_channels)).eval()
     finally:
         torch.set_default_dtype(previous)
     return transformer, vae
@@ -70,6 +81,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="output folder (gets transformer/, vae/ and diffusers/)")
     p.add_argument("--size", default="tiny", choices=sorted(SIZES), help="tiny (CPU smoke runs) or full")
+    p.add_argument("--backbone", default="hv", choices=("hv", "hv15"),
+                   help="hv: HunyuanVideo I2V-33ch (configs/pose.py); hv15: HunyuanVideo-1.5 (configs/pose_hv15.py)")
     p.add_argument("--device", default="cpu", help="torch device the weights are made on (cuda for full)")
     p.add_argument("--dtype", default=None, choices=("fp32", "bf16"), help="default: fp32 tiny, bf16 full")
     p.add_argument("--seed", type=int, default=0)
@@ -96,7 +109,7 @@ def main(argv=None) -> int:
 
     timings = {}
     t0 = time.time()
-    transformer, vae = build(args.size, args.seed, args.device, dtype)
+    transformer, vae = build(args.size, args.seed, args.device, dtype, args.backbone)
     timings["build_s"] = round(time.time() - t0, 1)
     hf = out / "diffusers"
     t0 = time.time()

@@ -46,8 +46,8 @@ def make_vae_encoder(name: str, checkpoint: str | None, latent_channels: int | N
         params = load_params(checkpoint)
     else:
         over = {} if latent_channels is None else {"latent_channels": latent_channels}
-        vcfg = vae.VAEConfig.named(name, **over)
-        params = vae.init_params(vcfg, jax.random.PRNGKey(seed))
+        vcfg = vae.named_config(name, **over)  # "hunyuan15" / "tiny15": HunyuanVideo-1.5's VAE
+        params = vae.module_for(vcfg).init_params(vcfg, jax.random.PRNGKey(seed))
         log.warning("VAE: random weights (no vae_checkpoint given): for tests and smoke runs only")
     dtype = dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
     vcfg = dc.replace(vcfg, dtype=dtype)
@@ -61,7 +61,7 @@ def make_vae_encoder(name: str, checkpoint: str | None, latent_channels: int | N
     vcfg = dc.replace(vcfg, tiling=t)
     params = vae.cast_params(params, dtype)
     # not jitted as a whole: each tile runs its own jitted function, so memory stays one tile's
-    return lambda x: vae.encode_latents(params, vcfg, x)
+    return lambda x: vae.module_for(vcfg).encode_latents(params, vcfg, x)
 
 
 def random_vae_params(vcfg, seed: int = 0) -> dict:
@@ -70,4 +70,4 @@ def random_vae_params(vcfg, seed: int = 0) -> dict:
 
     from dreamactor_jax.models import vae
 
-    return vae.init_params(vcfg, jax.random.PRNGKey(seed))
+    return vae.module_for(vcfg).init_params(vcfg, jax.random.PRNGKey(seed))

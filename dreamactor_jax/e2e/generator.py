@@ -88,8 +88,9 @@ class PoseModel:
             raise ValueError(f"--text-embeddings {text_embeddings}: width {width}, the backbone takes "
                              f"{run.mcfg.text_embed_dim}")
         self.run, self.text, self.settings = run, text, settings
-        self.encode = lambda x: vae_lib.encode_latents(run.vparams, run.vcfg, x)
-        self.decode = lambda z: vae_lib.decode_latents(run.vparams, run.vcfg, z)
+        vmod = vae_lib.module_for(run.vcfg)
+        self.encode = lambda x: vmod.encode_latents(run.vparams, run.vcfg, x)
+        self.decode = lambda z: vmod.decode_latents(run.vparams, run.vcfg, z)
         self._guidance = None
         if run.mcfg.guidance_embeds:
             self._guidance = float((run.config.get("model") or {}).get("guidance", 1.0))

@@ -6,7 +6,8 @@ GroupNorm, space-to-channel ("DCAE") down/upsampling with averaged / repeated ch
 channel-group shortcut around the encoder's output and a repeated-channel one around the decoder's
 input, no quant convs. Shared with `models.vae`: the causal conv (replicate padding, k-1 frames in
 front), the tiling (`models.vae_tiling`: spatial tiles blended as diffusers' `tiled_encode` /
-`tiled_decode`; diffusers has no framewise tiling for this VAE) and the posterior helpers.
+`tiled_decode`; diffusers has no framewise tiling for this VAE, so `encode` / `decode` ignore the
+framewise switches of a `Tiling`) and the posterior helpers.
 
 Channels-last: pixels `[B, T, H, W, 3]` in [-1, 1] (T = 4k+1, H and W multiples of 16), latents
 `[B, T', H/16, W/16, 32]`. Parameters are a nested dict named after diffusers' modules
@@ -150,9 +151,10 @@ def count_params(cfg: VAE15Config) -> int:
     return int(sum(np.prod(s) for s in _leaves(param_shapes(cfg))))
 
 
-def init_params(cfg: VAE15Config, seed: int = 0) -> Params:
-    """Random parameters on the host (kernels uniform +-1/sqrt(fan_in), biases too, gammas 1)."""
-    rng = np.random.default_rng(seed)
+def init_params(cfg: VAE15Config, key: jax.Array) -> Params:
+    """Random parameters drawn on the host from `key` (kernels and biases uniform +-1/sqrt(fan_in), gammas 1)."""
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist()
+                                if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else np.asarray(key).ravel().tolist())
 
     def build(node: dict, name: str = "") -> dict | jax.Array:
         if isinstance(node, tuple):
@@ -284,6 +286,12 @@ def _jitted(fn, xla_options: tuple):
 
 # ----------------------------------------------------------------------------- public API
 
+def _spatial_only(cfg: VAE15Config, tiling: Tiling | None) -> Tiling:
+    """The tiling to run: spatial tiles only (diffusers tiles this VAE in space, never in time)."""
+    t = cfg.tiling if tiling is None else tiling
+    return dataclasses.replace(t, framewise_encode=False, framewise_decode=False)
+
+
 def encode(params: Params, cfg: VAE15Config, video: jax.Array, *, tiling: Tiling | None = None,
            dtype=None) -> tuple[jax.Array, jax.Array]:
     """Pixels [B, T=4k+1, H, W, 3] in [-1, 1] -> posterior (mean, logvar), each [B, T', H/16, W/16, C]."""
@@ -295,7 +303,7 @@ def encode(params: Params, cfg: VAE15Config, video: jax.Array, *, tiling: Tiling
         raise ValueError(f"video: expected {rt}k+1 frames and height/width multiples of {r}, got {t} x {h} x {w}")
     params = cast_params(params, dtype or cfg.dtype)
     fn = functools.partial(_jitted(_encode_tile, cfg.xla_options), params, cfg)
-    out = encode_tiled(fn, jnp.asarray(video, jnp.float32), cfg.tiling if tiling is None else tiling, r, rt)
+    out = encode_tiled(fn, jnp.asarray(video, jnp.float32), _spatial_only(cfg, tiling), r, rt)
     mean, logvar = jnp.split(out, 2, axis=-1)
     return mean, jnp.clip(logvar, -30.0, 20.0)
 
@@ -306,7 +314,7 @@ def decode(params: Params, cfg: VAE15Config, z: jax.Array, *, tiling: Tiling | N
         raise ValueError(f"latents: expected [B, T', H', W', {cfg.latent_channels}], got shape {tuple(z.shape)}")
     params = cast_params(params, dtype or cfg.dtype)
     fn = functools.partial(_jitted(_decode_tile, cfg.xla_options), params, cfg)
-    return decode_tiled(fn, jnp.asarray(z, jnp.float32), cfg.tiling if tiling is None else tiling,
+    return decode_tiled(fn, jnp.asarray(z, jnp.float32), _spatial_only(cfg, tiling),
                         cfg.spatial_compression_ratio, cfg.temporal_compression_ratio)
 
 

@@ -207,7 +207,8 @@ def codec(auto: dict, dtype: str = "float32") -> tuple[Callable, Callable, str]:
 
         vcfg = load_config(auto["path"], dtype=dtype)
         vparams = load_params(auto["path"])
-        return (lambda x: vae.encode_latents(vparams, vcfg, x)), (lambda z: vae.decode_latents(vparams, vcfg, z)), \
+        vmod = vae.module_for(vcfg)
+        return (lambda x: vmod.encode_latents(vparams, vcfg, x)), (lambda z: vmod.decode_latents(vparams, vcfg, z)), \
             str(auto["path"])
     raise ValueError(f"autoencoder kind {kind!r}: expected one of {AUTOENCODERS}")
 
