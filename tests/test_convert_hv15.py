@@ -66,3 +66,31 @@ def test_hv15_weights_without_config_json_and_variant_checks(hv15, tmp_path):
     with pytest.raises(ValueError, match="variant: 'tiny-i2v-33ch' does not match"):
         run_tool(hv15["root"] / "diffusers", tmp_path / "d", "--variant", "tiny-i2v-33ch")
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
+def test_hv15_lora_exports_to_peft_that_diffusers_loads(hv15, tmp_path):
+    """The paper's FFN-only adapter on HunyuanVideo-1.5 (`lora.ffn_targets`): JAX forward with it ==
+    diffusers' transformer with the exported PEFT file loaded (`load_lora_adapter`; diffusers 0.42.1's
+    HunyuanVideo-1.5 pipelines have no `load_lora_weights`)."""
+    pytest.importorskip("peft", reason="diffusers needs peft to load LoRA adapters (test extra)")
+    from test_lora_export import _random_lora, _save_training_checkpoint, _tool
+
+    from dreamactor_jax.models import lora as lora_lib
+    from dreamactor_jax.weights import safetensors_io
+
+    cfg, model = hv15["cfg"], tiny_hv15(hv15["cfg"], seed=3)
+    params = checkpoint.load_params(hv15["root"] / "out")
+    lora_cfg = lora_lib.LoRAConfig(rank=3, alpha=5.0, targets=lora_lib.ffn_targets(cfg))
+    lora = _random_lora(cfg, lora_cfg, seed=4)
+    inp = hv15_inputs(cfg, seed=8)
+    out_jax = np.asarray(mmdit.forward(params, cfg, inp["x"], inp["timestep"], inp["text"], inp["text_mask"], None,
+                                       lora=lora, lora_cfg=lora_cfg, **jax_kwargs(inp)))
+    assert rel_err(out_jax, hv15_torch_forward(model, cfg, inp)) > 1e-2  # the adapter changes the output
+    _save_training_checkpoint(tmp_path / "run", cfg, lora_cfg, lora, step=5)
+    out = tmp_path / "adapter.safetensors"
+    assert _tool([tmp_path / "run", out]) == 0
+    keys = sorted(safetensors_io.open_file(out).keys())
+    assert keys and all(".ff.net." in k and k.startswith("transformer.transformer_blocks.") for k in keys)
+    model.load_lora_adapter(str(out), prefix="transformer", adapter_name="dreamactor")
+    err = rel_err(out_jax, hv15_torch_forward(model, cfg, inp))
+    assert err <= 1e-5, err
