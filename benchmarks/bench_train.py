@@ -3,6 +3,15 @@
     XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 python benchmarks/bench_train.py --part blocks   # H100 / H200
     XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 python benchmarks/bench_train.py --part full
     python benchmarks/bench_train.py --tiny                                              # CPU smoke run
+    # the second backbone, HunyuanVideo-1.5 (8.3B, 54 dual blocks at 2048, 16x VAE, patch 1):
+    XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 python benchmarks/bench_train.py --model hv15 --part full
+    XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 python benchmarks/bench_train.py --model hv15 --part largest
+    python benchmarks/bench_train.py --model hv15 --tiny                                 # CPU smoke run
+
+`--model` is an `MMDiTConfig.named` backbone (`i2v-33ch`, `hv15`); everything else follows from its
+config (latent channels, VAE factor 8 or 16, block kinds, the FFN-only LoRA targets `lora.ffn_targets`).
+`largest` (full model, full remat) tries in-context clips from small to large (49..121 frames,
+480p..720p panels) and reports which train and which run out of memory (not yet run on a GPU for hv15).
 
 One step = `train.step.train_step` (noise the target, 33-channel in-context input, MMDiT forward with
 the rank-256 FFN LoRA, loss on the target half, grad w.r.t. the adapter only, clipped AdamW), batch 1,
@@ -12,6 +21,7 @@ the rank-256 FFN LoRA, loss on the target half, grad w.r.t. the adapter only, cl
   480x416 and a 480x832 panel (in-context canvas 480x832 / 480x1664: 20,280 / 40,560 video tokens).
 - `full`: the whole I2V-33ch (20 dual + 40 single blocks, 12.8B params, random weights made on the
   card), full remat, 49 frames of a 480x848 panel (canvas 480x1696: 41,340 video tokens); peak memory.
+  (hv15: 54 dual blocks, 8.3B; the same clip is 49 frames of 480x848 -> 13 x 30 x 106 = 41,340 tokens.)
 
 MFU counts model FLOPs (no remat recompute) against 778 TFLOP/s (gpu.md): per block 24 d^2 per token
 (linears) + 4 N^2 d (attention) forward; training = forward + backward to the activations
@@ -34,6 +44,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PEAK = 778e12
+LARGEST = [(49, 480, 832), (81, 480, 832), (121, 480, 832), (49, 720, 1280), (81, 720, 1280), (121, 720, 1280)]
+
+
+def _latent_grid(mcfg, frames: int, height: int, width: int) -> tuple[int, int, int]:
+    """Latent (T', H', 2W') of an in-context canvas: 8x VAE for HunyuanVideo, 16x for HunyuanVideo-1.5."""
+    f = 16 if mcfg.backbone == "hunyuan_video15" else 8
+    return (frames - 1) // 4 + 1, height // f, 2 * width // f
 
 
 def train_flops(mcfg, lcfg, n_video: int, n_text: int) -> float:
@@ -60,17 +77,18 @@ def run(args) -> dict:
 
     gpu = jax.default_backend() == "gpu"
     if args.tiny:
-        mcfg = MMDiTConfig.named("tiny-i2v-33ch", param_dtype="bfloat16", attention_impl="xla")
-        lcfg = lora_lib.LoRAConfig(rank=4, alpha=4.0)
+        mcfg = MMDiTConfig.named(f"tiny-{args.model}", param_dtype="bfloat16", attention_impl="xla")
+        lcfg = lora_lib.LoRAConfig(rank=4, alpha=4.0, targets=lora_lib.ffn_targets(mcfg))
         shapes = [(9, 32, 32)]
     else:
-        full = args.part == "full"
-        over = {} if full else {"num_layers": 2, "num_single_layers": 2}
-        mcfg = MMDiTConfig.named("i2v-33ch", dtype="bfloat16", param_dtype="bfloat16",
+        full = args.part in ("full", "largest")
+        blocks = MMDiTConfig.named(args.model)
+        over = {} if full else {"num_layers": 2, "num_single_layers": min(2, blocks.num_single_layers)}
+        mcfg = MMDiTConfig.named(args.model, dtype="bfloat16", param_dtype="bfloat16",
                                  attention_impl="cudnn" if gpu else "xla",
                                  remat_policy="full" if full else "none", **over)
-        lcfg = lora_lib.LoRAConfig(rank=256, alpha=256.0)
-        shapes = [(49, 480, 848)] if full else [(49, 480, 416), (49, 480, 832)]
+        lcfg = lora_lib.LoRAConfig(rank=256, alpha=256.0, targets=lora_lib.ffn_targets(mcfg))
+        shapes = {"full": [(49, 480, 848)], "largest": LARGEST}.get(args.part, [(49, 480, 416), (49, 480, 832)])
     spec = st.RunSpec(mcfg, lcfg, FlowConfig(), OptimConfig(warmup_steps=0), None)
     mesh = sharding.make_mesh({"fsdp": -1})
     t0 = time.perf_counter()
@@ -80,53 +98,72 @@ def run(args) -> dict:
     t_init = time.perf_counter() - t0
     step = make_train_step(spec, mesh)
     rows = []
-    n_text, valid = (8, 4) if args.tiny else (256, 120)
     for frames, height, width in shapes:
-        rng = np.random.default_rng(0)
-        t, h, w = (frames - 1) // 4 + 1, height // 8, 2 * width // 8
-        x0 = rng.standard_normal((1, t, h, w, 16)).astype(np.float32)
-        mask = np.zeros((1, t, h, w, 1), np.float32)
-        mask[:, 0, :, : w // 2] = 1
-        mask[:, :, :, w // 2:] = 1
-        tm = np.zeros((1, n_text), np.int32)
-        tm[:, :valid] = 1
-        batch = {"target": x0, "canvas": x0 * mask, "mask": mask,
-                 "text": rng.standard_normal((1, n_text, mcfg.text_embed_dim)).astype(np.float32),
-                 "text_mask": tm, "pooled": rng.standard_normal((1, mcfg.pooled_projection_dim)).astype(np.float32)}
-        batch = jax.device_put(batch)
+        try:
+            rows.append(_measure(args, mcfg, lcfg, spec, step, state, base, frames, height, width, t_init, gpu))
+            state = rows[-1].pop("_state")
+        except Exception as e:  # largest: an out-of-memory size is a result, not a failure
+            if args.part != "largest":
+                raise
+            rows.append({"part": "largest", "frames": frames, "panel": f"{height}x{width}",
+                         "fits": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+    return {"rows": rows}
+
+
+def _measure(args, mcfg, lcfg, spec, step, state, base, frames, height, width, t_init, gpu) -> dict:
+    import jax
+
+    from dreamactor_jax.models import lora as lora_lib
+    from dreamactor_jax.models import mmdit
+    from dreamactor_jax.train.step import batch_tokens
+
+    n_text, valid = (8, 4) if args.tiny else (256, 120)
+    rng = np.random.default_rng(0)
+    t, h, w = _latent_grid(mcfg, frames, height, width)
+    x0 = rng.standard_normal((1, t, h, w, mcfg.out_channels)).astype(np.float32)
+    mask = np.zeros((1, t, h, w, 1), np.float32)
+    mask[:, 0, :, : w // 2] = 1
+    mask[:, :, :, w // 2:] = 1
+    tm = np.zeros((1, n_text), np.int32)
+    tm[:, :valid] = 1
+    batch = {"target": x0, "canvas": x0 * mask, "mask": mask,
+             "text": rng.standard_normal((1, n_text, mcfg.text_embed_dim)).astype(np.float32),
+             "text_mask": tm, "pooled": rng.standard_normal((1, mcfg.pooled_projection_dim)).astype(np.float32)}
+    batch = jax.device_put(batch)
+    t0 = time.perf_counter()
+    state, m = step(state, base, batch)
+    jax.block_until_ready(m)
+    t_first = time.perf_counter() - t0
+    times, losses = [], [float(m["loss"])]
+    for _ in range(args.steps):
         t0 = time.perf_counter()
         state, m = step(state, base, batch)
         jax.block_until_ready(m)
-        t_first = time.perf_counter() - t0
-        times, losses = [], [float(m["loss"])]
-        for _ in range(args.steps):
-            t0 = time.perf_counter()
-            state, m = step(state, base, batch)
-            jax.block_until_ready(m)
-            times.append(time.perf_counter() - t0)
-            losses.append(float(m["loss"]))
-        dt = statistics.median(times)
-        n_video = batch_tokens(x0.shape, spec)
-        flops = train_flops(mcfg, lcfg, n_video, n_text)
-        peak = None
-        if gpu:
-            stats = jax.devices()[0].memory_stats() or {}
-            peak = stats.get("peak_bytes_in_use", 0) / 2**30
-        rows.append({
-            "part": "tiny" if args.tiny else args.part, "device": jax.devices()[0].device_kind,
-            "blocks": f"{mcfg.num_layers}+{mcfg.num_single_layers}", "params_base": mmdit.count_params(mcfg),
-            "params_lora": lora_lib.count_lora_params(mcfg, lcfg), "remat": mcfg.remat_policy,
-            "frames": frames, "panel": f"{height}x{width}", "video_tokens": n_video,
-            "step_s": dt, "first_step_s": t_first, "init_s": t_init, "tokens_per_s": n_video / dt,
-            "tflops": flops / dt / 1e12, "mfu": flops / dt / PEAK, "peak_gib": peak,
-            "losses": losses, "finite": bool(np.isfinite(losses).all()),
-        })
-    return {"rows": rows}
+        times.append(time.perf_counter() - t0)
+        losses.append(float(m["loss"]))
+    dt = statistics.median(times)
+    n_video = batch_tokens(x0.shape, spec)
+    flops = train_flops(mcfg, lcfg, n_video, n_text)
+    peak = None
+    if gpu:
+        stats = jax.devices()[0].memory_stats() or {}
+        peak = stats.get("peak_bytes_in_use", 0) / 2**30
+    return {
+        "_state": state, "model": mcfg.backbone, "fits": True,
+        "part": "tiny" if args.tiny else args.part, "device": jax.devices()[0].device_kind,
+        "blocks": f"{mcfg.num_layers}+{mcfg.num_single_layers}", "params_base": mmdit.count_params(mcfg),
+        "params_lora": lora_lib.count_lora_params(mcfg, lcfg), "remat": mcfg.remat_policy,
+        "frames": frames, "panel": f"{height}x{width}", "video_tokens": n_video,
+        "step_s": dt, "first_step_s": t_first, "init_s": t_init, "tokens_per_s": n_video / dt,
+        "tflops": flops / dt / 1e12, "mfu": flops / dt / PEAK, "peak_gib": peak,
+        "losses": losses, "finite": bool(np.isfinite(losses).all()),
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("blocks", "full"), default="blocks")
+    ap.add_argument("--model", choices=("i2v-33ch", "hv15"), default="i2v-33ch", help="the backbone (MMDiTConfig.named)")
+    ap.add_argument("--part", choices=("blocks", "full", "largest"), default="blocks")
     ap.add_argument("--steps", type=int, default=3, help="timed steps after the first (compiling) one")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run with the tiny model")
     ap.add_argument("--json", default=None, help="append the result rows (JSON lines) to this file")
@@ -150,7 +187,7 @@ def main() -> int:
         peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
         print(f"| {r['part']} | {r['blocks']} | {r['panel']} x {r['frames']} | {r['video_tokens']:,} | "
               f"{r['step_s']:.3f} | {r['tokens_per_s']:,.0f} | {r['tflops']:.0f} | {r['mfu']:.1%} | {peak} |")
-    return 1 if any("error" in r for r in res["rows"]) else 0
+    return 1 if any("error" in r for r in res["rows"]) and args.part != "largest" else 0
 
 
 if __name__ == "__main__":

@@ -195,8 +195,8 @@ def mmdit_config(source: Source, variant: str | None):
     meanflow = any(k.startswith("time_embed.timestep_embedder_r.") for k in keys)
     found = (backbone, in_ch, guidance, meanflow)
     fits = [v for v in MMDIT_VARIANTS if _fingerprint(MMDiTConfig.named(v)) == found]
-    facts = (f"{backbone}, {in_ch} input channels, {'a' if guidance else 'no'} guidance embedder"
-             f"{', MeanFlow' if meanflow else ''}")
+    facts = (f"{in_ch} input channels, {'a' if guidance else 'no'} guidance embedder"
+             f"{', MeanFlow' if meanflow else ''} ({backbone})")
     if source.config_json is not None:
         cfg = MMDiTConfig.from_diffusers_config(source.config_json)
         if variant is not None:
@@ -214,8 +214,8 @@ def mmdit_config(source: Source, variant: str | None):
     if _fingerprint(cfg) != found:
         name = variant or "config.json"
         raise ValueError(
-            f"variant: {name!r} expects {cfg.backbone}, {cfg.in_channels} input channels, "
-            f"{'a' if cfg.guidance_embeds else 'no'} guidance embedder{', MeanFlow' if cfg.use_meanflow else ''}; "
+            f"variant: {name!r} expects {cfg.in_channels} input channels and {'a' if cfg.guidance_embeds else 'no'} "
+            f"guidance embedder{', MeanFlow' if cfg.use_meanflow else ''} ({cfg.backbone}); "
             f"the weights have {facts} (they fit {fits or 'no named variant'})"
         )
     return cfg
