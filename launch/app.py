@@ -115,8 +115,8 @@ class Animate:
             encode = getattr(run, "encode", None)
             decode = getattr(run, "decode", None)
             if encode is None:
-                from dreamactor_jax.models import vae
-                vmod = vae.module_for(run.vcfg)
+                from dreamactor_jax.models import vaes
+                vmod = vaes.module_for(run.vcfg)
                 encode = lambda x: vmod.encode_latents(run.vparams, run.vcfg, x)  # noqa: E731
                 decode = lambda z: vmod.decode_latents(run.vparams, run.vcfg, z)  # noqa: E731
             animator = Animator(InContextVelocity(run.mcfg), run.params, encode, decode, self._text(run), settings)

@@ -243,7 +243,7 @@ def main(argv=None) -> int:
     # ---------------- weights, text, VAE tiling ----------------
     import jax
 
-    from dreamactor_jax.models import vae
+    from dreamactor_jax.models import vaes
     from dreamactor_jax.models.vae_tiling import resolve_tiling
 
     t0 = time.time()
@@ -261,7 +261,7 @@ def main(argv=None) -> int:
         vcfg = dataclasses.replace(run.vcfg, tiling=tiling)
         if jax.default_backend() == "cpu" and (run.config.get("train") or {}).get("fast_compile"):
             vcfg = dataclasses.replace(vcfg, xla_options=(("xla_backend_optimization_level", 0),))  # smoke runs
-        vmod = vae.module_for(vcfg)  # models.vae or models.vae15, by the converted VAE's config
+        vmod = vaes.module_for(vcfg)  # models.vae or models.vae15, by the converted VAE's config
         encode = lambda x: vmod.encode_latents(run.vparams, vcfg, x)  # noqa: E731
         decode = lambda z: vmod.decode_latents(run.vparams, vcfg, z)  # noqa: E731
     print(f"loaded step {run.step} of {args.checkpoint} ({run.variant}) on {run.base} + {run.vae} in "

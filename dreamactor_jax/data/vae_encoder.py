@@ -36,7 +36,7 @@ def make_vae_encoder(name: str, checkpoint: str | None, latent_channels: int | N
 
     import jax
 
-    from dreamactor_jax.models import vae
+    from dreamactor_jax.models import vae, vaes
 
     check_vae_source(name, checkpoint, allow_random)
     if checkpoint:
@@ -46,8 +46,8 @@ def make_vae_encoder(name: str, checkpoint: str | None, latent_channels: int | N
         params = load_params(checkpoint)
     else:
         over = {} if latent_channels is None else {"latent_channels": latent_channels}
-        vcfg = vae.named_config(name, **over)  # "hunyuan15" / "tiny15": HunyuanVideo-1.5's VAE
-        params = vae.module_for(vcfg).init_params(vcfg, jax.random.PRNGKey(seed))
+        vcfg = vaes.named_config(name, **over)  # "hunyuan15" / "tiny15": HunyuanVideo-1.5's VAE
+        params = vaes.module_for(vcfg).init_params(vcfg, jax.random.PRNGKey(seed))
         log.warning("VAE: random weights (no vae_checkpoint given): for tests and smoke runs only")
     dtype = dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
     vcfg = dc.replace(vcfg, dtype=dtype)
@@ -61,13 +61,13 @@ def make_vae_encoder(name: str, checkpoint: str | None, latent_channels: int | N
     vcfg = dc.replace(vcfg, tiling=t)
     params = vae.cast_params(params, dtype)
     # not jitted as a whole: each tile runs its own jitted function, so memory stays one tile's
-    return lambda x: vae.module_for(vcfg).encode_latents(params, vcfg, x)
+    return lambda x: vaes.module_for(vcfg).encode_latents(params, vcfg, x)
 
 
 def random_vae_params(vcfg, seed: int = 0) -> dict:
     """Random VAE weights for `vcfg` (benchmarks and tests)."""
     import jax
 
-    from dreamactor_jax.models import vae
+    from dreamactor_jax.models import vaes
 
-    return vae.module_for(vcfg).init_params(vcfg, jax.random.PRNGKey(seed))
+    return vaes.module_for(vcfg).init_params(vcfg, jax.random.PRNGKey(seed))

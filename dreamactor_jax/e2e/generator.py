@@ -69,7 +69,7 @@ class PoseModel:
 
     def __init__(self, checkpoint: str | Path, text_embeddings: str | Path, *, base: str | None = None,
                  vae: str | None = None, settings: SamplerSettings = SamplerSettings()):
-        from dreamactor_jax.models import vae as vae_lib
+        from dreamactor_jax.models import vaes
         from dreamactor_jax.sampling import loading
         from dreamactor_jax.sampling.pipeline import SampleSettings
         from dreamactor_jax.text.store import load_text_embeddings
@@ -88,7 +88,7 @@ class PoseModel:
             raise ValueError(f"--text-embeddings {text_embeddings}: width {width}, the backbone takes "
                              f"{run.mcfg.text_embed_dim}")
         self.run, self.text, self.settings = run, text, settings
-        vmod = vae_lib.module_for(run.vcfg)
+        vmod = vaes.module_for(run.vcfg)
         self.encode = lambda x: vmod.encode_latents(run.vparams, run.vcfg, x)
         self.decode = lambda z: vmod.decode_latents(run.vparams, run.vcfg, z)
         self._guidance = None

@@ -29,7 +29,7 @@ from dreamactor_jax.models.vae_tiling import Tiling, decode_tiled, encode_tiled
 __all__ = [
     "VAEConfig", "Tiling", "param_shapes", "init_params", "abstract_params", "count_params", "encode", "decode",
     "encode_latents", "decode_latents", "posterior_mode", "posterior_mean", "posterior_sample",
-    "fit_num_frames", "cast_params", "named_config", "module_for",
+    "fit_num_frames", "cast_params",
 ]
 
 Params = dict
@@ -469,22 +469,3 @@ def decode_latents(params: Params, cfg: VAEConfig, latents: jax.Array, *,
     """Scaled latents from the backbone -> pixels: divides by scaling_factor, then decodes."""
     return decode(params, cfg, latents / cfg.scaling_factor, tiling=tiling, dtype=dtype)
 
-
-# ----------------------------------------------------------------------------- either VAE
-
-def named_config(name: str, **overrides):
-    """A named VAE config of either backbone: `VAEConfig` ('hunyuan', 'tiny', 'small') or
-    `vae15.VAE15Config` ('hunyuan15', 'tiny15': HunyuanVideo-1.5's VAE)."""
-    from dreamactor_jax.models import vae15
-
-    return (vae15.VAE15Config if name.endswith("15") else VAEConfig).named(name, **overrides)
-
-
-def module_for(cfg):
-    """The module that runs `cfg` (this one, or `models.vae15`): both have `init_params(cfg, key)`,
-    `encode`, `decode`, `encode_latents`, `decode_latents` with the same signatures."""
-    import sys
-
-    from dreamactor_jax.models import vae15
-
-    return vae15 if isinstance(cfg, vae15.VAE15Config) else sys.modules[__name__]

@@ -202,12 +202,12 @@ def codec(auto: dict, dtype: str = "float32") -> tuple[Callable, Callable, str]:
 
         return haar.encode, haar.decode, "haar (exact pixel transform)"
     if kind == "hunyuan_vae":
-        from dreamactor_jax.models import vae
+        from dreamactor_jax.models import vaes
         from dreamactor_jax.weights.checkpoint import load_config, load_params
 
         vcfg = load_config(auto["path"], dtype=dtype)
         vparams = load_params(auto["path"])
-        vmod = vae.module_for(vcfg)
+        vmod = vaes.module_for(vcfg)
         return (lambda x: vmod.encode_latents(vparams, vcfg, x)), (lambda z: vmod.decode_latents(vparams, vcfg, z)), \
             str(auto["path"])
     raise ValueError(f"autoencoder kind {kind!r}: expected one of {AUTOENCODERS}")

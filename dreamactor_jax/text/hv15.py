@@ -1,0 +1,87 @@
+"""The three context streams of HunyuanVideo-1.5, built as diffusers' HunyuanVideo15 pipelines build them (PyTorch).
+
+- text (`text`, `text_mask`, width 3584): the prompt as a system + user chat (the user turn a single
+  space when the prompt is empty), the generation prompt appended, padded to `max_length + crop_start`
+  tokens; the Qwen2.5-VL text model's hidden state `skip` layers before the last
+  (`hidden_states[-(skip + 1)]`), the first `crop_start` (template) positions cropped.
+- glyph (`text_2`, `text_2_mask`, width 1472): every quoted span of the prompt ("..." or “...”),
+  repeated spans dropped when there are several, written as `Text "span". ` and encoded by the ByT5
+  encoder at `glyph_max_length` tokens; a prompt with no quote gives zeros and an all-zero mask.
+- image (`image_embeds`, width 1152): the SigLIP vision model's last hidden state of the reference
+  image (preprocessed by its image processor; 729 tokens for the released 384 px model).
+
+These are the inputs `models.mmdit.forward` takes as `text`, `text_2` / `text_2_mask` and `image_embeds`
+for a HunyuanVideo-1.5 config. Checked against the pipeline's own `_get_mllm_prompt_embeds`,
+`_get_byt5_prompt_embeds` and `_get_image_embeds` on tiny random encoders (tests/test_text_hv15.py).
+Not yet wired into tools/encode_text.py and the training shards (the trainer passes the text stream only).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import torch
+
+# The pipeline's system message and the number of template tokens it crops (Qwen2.5-VL's tokenizer).
+SYSTEM_MESSAGE = (
+    "You are a helpful assistant. Describe the video by detailing the following aspects: "
+    "        1. The main content and theme of the video. "
+    "        2. The color, shape, size, texture, quantity, text, and spatial relationships of the objects. "
+    "        3. Actions, events, behaviors temporal relationships, physical movement changes of the objects. "
+    "        4. background environment, light, style and atmosphere. "
+    "        5. camera angles, movements, and transitions used in the video."
+)
+CROP_START = 108
+MAX_LENGTH = 1000
+GLYPH_MAX_LENGTH = 256
+SKIP_LAYERS = 2
+_QUOTED = re.compile(r"\"(.*?)\"|“(.*?)”")
+
+
+def glyph_text(prompt: str) -> str | None:
+    """The text ByT5 encodes for a prompt: its quoted spans as `Text "a". Text "b". `, or None."""
+    spans = [a or b for a, b in _QUOTED.findall(prompt)]
+    if len(spans) > 1:
+        spans = list(dict.fromkeys(spans))  # first occurrence of each, in order
+    return "".join(f'Text "{s}". ' for s in spans) if spans else None
+
+
+def text_embeddings(encoder: Any, tokenizer: Any, prompts: Sequence[str], *, max_length: int = MAX_LENGTH,
+                    crop_start: int = CROP_START, skip: int = SKIP_LAYERS,
+                    system: str = SYSTEM_MESSAGE) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, max_length, D] hidden states and [B, max_length] mask of the prompts (Qwen2.5-VL text model)."""
+    chats = [[{"role": "system", "content": system}, {"role": "user", "content": p or " "}] for p in prompts]
+    tok = tokenizer.apply_chat_template(chats, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                        padding="max_length", max_length=max_length + crop_start, truncation=True,
+                                        return_tensors="pt")
+    device = next(encoder.parameters()).device
+    ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
+    hidden = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-(skip + 1)]
+    return hidden[:, crop_start:], mask[:, crop_start:]
+
+
+def glyph_embeddings(encoder: Any, tokenizer: Any, prompts: Sequence[str], *,
+                     max_length: int = GLYPH_MAX_LENGTH) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, max_length, d_model] ByT5 encoder states and [B, max_length] mask of the prompts' quoted text."""
+    device = next(encoder.parameters()).device
+    states, masks = [], []
+    for p in prompts:
+        text = glyph_text(p)
+        if text is None:
+            states.append(torch.zeros((1, max_length, encoder.config.d_model), device=device, dtype=encoder.dtype))
+            masks.append(torch.zeros((1, max_length), device=device, dtype=torch.int64))
+            continue
+        tok = tokenizer(text, padding="max_length", max_length=max_length, truncation=True, add_special_tokens=True,
+                        return_tensors="pt").to(device)
+        states.append(encoder(input_ids=tok.input_ids, attention_mask=tok.attention_mask.float())[0])
+        masks.append(tok.attention_mask)
+    return torch.cat(states), torch.cat(masks)
+
+
+def image_embeddings(encoder: Any, processor: Any, images: Sequence[Any]) -> torch.Tensor:
+    """[B, N, D] SigLIP last hidden states of the (PIL) images, preprocessed by `processor`."""
+    p = next(encoder.parameters())
+    pixels = processor.preprocess(images=list(images), do_resize=True, return_tensors="pt", do_convert_rgb=True)
+    pixels = pixels.to(device=p.device, dtype=p.dtype)
+    return encoder(**pixels).last_hidden_state
