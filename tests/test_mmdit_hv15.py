@@ -66,6 +66,43 @@ def test_hv15_parity_with_diffusers(name, image, glyph):
     assert rel_err(out, ref) <= TOL, rel_err(out, ref)
 
 
+def random_hv15_config(rng: np.random.Generator) -> MMDiTConfig:
+    """A small HunyuanVideo-1.5 config drawn over what diffusers' HunyuanVideo15Transformer3DModel builds."""
+    rope = [2 * int(rng.integers(0, 4)) for _ in range(3)]
+    rope[2] = rope[2] or 2
+    return MMDiTConfig.named(
+        "tiny-hv15", in_channels=int(rng.integers(1, 10)), out_channels=int(rng.integers(1, 6)),
+        num_attention_heads=int(rng.integers(1, 4)), attention_head_dim=sum(rope), rope_axes_dim=tuple(rope),
+        num_layers=int(rng.integers(0, 3)), num_refiner_layers=int(rng.integers(0, 3)),
+        mlp_ratio=float(rng.choice([0.5, 1.0, 2.75, 4.0])), patch_size=int(rng.integers(1, 3)),
+        patch_size_t=int(rng.integers(1, 3)), qk_norm=["rms_norm", "layer_norm", "fp32_layer_norm"][int(rng.integers(3))],
+        text_embed_dim=int(rng.integers(1, 33)), text_embed_2_dim=int(rng.integers(1, 17)),
+        image_embed_dim=int(rng.integers(1, 17)), rope_theta=float(rng.choice([256.0, 10000.0])),
+        use_meanflow=bool(rng.integers(2)))
+
+
+def _random_case(seed: int):
+    rng = np.random.default_rng(seed)
+    cfg = random_hv15_config(rng)
+    model = tiny_hv15(cfg, seed=seed)
+    params = jax.tree_util.tree_map(jnp.asarray, diffusers_map.state_dict_to_params(model.state_dict(), cfg))
+    pt, p = cfg.patch_size_t, cfg.patch_size
+    inp = hv15_inputs(cfg, seed=seed, image=["random", "zeros", "none"][seed % 3], glyph=["partial", "masked", "none"][seed % 3],
+                      frames=pt * int(rng.integers(1, 3)), height=p * int(rng.integers(1, 4)), width=p * int(rng.integers(1, 4)))
+    ref = hv15_torch_forward(model, cfg, inp)
+    assert rel_err(run(params, cfg, inp), ref) <= TOL, (cfg, rel_err(run(params, cfg, inp), ref))
+
+
+def test_hv15_random_config_matches_diffusers():
+    _random_case(11)  # patch sizes, qk norm, widths, layer counts drawn (one here; the sweep below has 24)
+
+
+@pytest.mark.exhaustive
+@pytest.mark.parametrize("seed", range(24))
+def test_hv15_random_configs_match_diffusers_exhaustive(seed):
+    _random_case(100 + seed)
+
+
 @pytest.mark.exhaustive
 @pytest.mark.parametrize("name", ["tiny-hv15", "tiny-hv15-meanflow"])
 @pytest.mark.parametrize("image", ["random", "zeros", "none"])
@@ -125,6 +162,8 @@ def test_hv15_config_round_trip_and_refusals():
         assert MMDiTConfig.from_diffusers_config(raw) == cfg
     with pytest.raises(ValueError, match="num_single_layers: backbone 'hunyuan_video15'"):
         MMDiTConfig.named("tiny-hv15", num_single_layers=2)
+    with pytest.raises(ValueError, match="qk_norm: expected one of .* for backbone 'hunyuan_video15'"):
+        MMDiTConfig.named("tiny-hv15", qk_norm=None)  # diffusers' 1.5 attention calls norm_q unconditionally
     with pytest.raises(ValueError, match="use_meanflow: backbone 'hunyuan_video'"):
         MMDiTConfig.named("tiny-t2v", use_meanflow=True)
     with pytest.raises(ValueError, match="guidance_embeds: backbone 'hunyuan_video15'"):

@@ -41,6 +41,7 @@ class Backbone:
     fixed: dict = field(default_factory=dict)  # fields the class has no argument for: their only value
     pipeline_keys: tuple[str, ...] = ()  # config.json keys the forward never reads (ignored on load)
     time_embed: str = "time_text_embed"  # module name of the timestep (+ guidance, pooled) embedding
+    qk_norms: tuple = QK_NORMS  # the qk_norm values its forward runs
 
 
 _COMMON_KEYS = ("in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "num_layers",
@@ -59,6 +60,7 @@ BACKBONES = {
              legacy_text_mask=False),
         pipeline_keys=("target_size", "task_type"),
         time_embed="time_embed",
+        qk_norms=tuple(q for q in QK_NORMS if q is not None),  # its attention calls norm_q unconditionally
     ),
 }
 
@@ -136,6 +138,9 @@ class MMDiTConfig:
                 raise ValueError(f"{name}: expected 0 or more layers, got {getattr(self, name)!r}")
         if not self.mlp_ratio >= 0:  # 0 builds (feed-forward of width 0: its output is the bias), as in diffusers
             raise ValueError(f"mlp_ratio: expected >= 0, got {self.mlp_ratio!r}")
+        if self.qk_norm not in BACKBONES[self.backbone].qk_norms:
+            raise ValueError(f"qk_norm: expected one of {BACKBONES[self.backbone].qk_norms} for backbone "
+                             f"{self.backbone!r} ({self.diffusers_class}), got {self.qk_norm!r}")
         if self.qk_norm not in QK_NORMS:
             raise ValueError(f"qk_norm: expected one of {QK_NORMS} (diffusers' Attention), got {self.qk_norm!r}")
         if self.num_layers > 0 and self.qk_norm not in _DUAL_QK_NORMS:
