@@ -92,11 +92,11 @@ def run(args) -> dict:
     spec = st.RunSpec(mcfg, lcfg, FlowConfig(), OptimConfig(warmup_steps=0), None)
     mesh = sharding.make_mesh({"fsdp": -1})
     t0 = time.perf_counter()
-    base = st.init_base(mcfg, jax.random.PRNGKey(0), mesh)
+    base = st.init_base(mcfg, jax.random.PRNGKey(0), mesh, fast_compile=args.tiny)  # tiny: XLA -O0 on CPU
     state = st.init_state(spec, jax.random.PRNGKey(1), mesh)
     jax.block_until_ready((base, state))
     t_init = time.perf_counter() - t0
-    step = make_train_step(spec, mesh)
+    step = make_train_step(spec, mesh, fast_compile=args.tiny)
     rows = []
     for frames, height, width in shapes:
         try:

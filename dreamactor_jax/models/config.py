@@ -42,6 +42,7 @@ class Backbone:
     pipeline_keys: tuple[str, ...] = ()  # config.json keys the forward never reads (ignored on load)
     time_embed: str = "time_text_embed"  # module name of the timestep (+ guidance, pooled) embedding
     qk_norms: tuple = QK_NORMS  # the qk_norm values its forward runs
+    positive: tuple[str, ...] = ()  # widths the class always builds a layer for (0 would be another model)
 
 
 _COMMON_KEYS = ("in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "num_layers",
@@ -52,6 +53,7 @@ BACKBONES = {
         "HunyuanVideoTransformer3DModel",
         _COMMON_KEYS + ("num_single_layers", "guidance_embeds", "pooled_projection_dim", "image_condition_type"),
         dict(text_embed_2_dim=0, image_embed_dim=0, use_meanflow=False, legacy_text_mask=True),
+        positive=("pooled_projection_dim",),
     ),
     "hunyuan_video15": Backbone(
         "HunyuanVideo15Transformer3DModel",
@@ -61,6 +63,7 @@ BACKBONES = {
         pipeline_keys=("target_size", "task_type"),
         time_embed="time_embed",
         qk_norms=tuple(q for q in QK_NORMS if q is not None),  # its attention calls norm_q unconditionally
+        positive=("text_embed_2_dim", "image_embed_dim"),
     ),
 }
 
@@ -126,8 +129,9 @@ class MMDiTConfig:
                 raise ValueError(f"{name}: backbone {self.backbone!r} ({self.diffusers_class}) has no such setting; "
                                  f"expected {value!r}, got {getattr(self, name)!r}")
         for name in ("text_embed_2_dim", "image_embed_dim", "pooled_projection_dim"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name}: expected 0 or more, got {getattr(self, name)!r}")
+            if int(getattr(self, name)) < (1 if name in BACKBONES[self.backbone].positive else 0):
+                low = "a positive integer" if name in BACKBONES[self.backbone].positive else "0 or more"
+                raise ValueError(f"{name}: expected {low}, got {getattr(self, name)!r}")
         ints = ("in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "patch_size",
                 "patch_size_t", "text_embed_dim")
         for name in ints:
