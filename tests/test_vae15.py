@@ -68,6 +68,16 @@ def test_vae15_encode_decode_match_diffusers():
     assert rel_err(vae15.decode_latents(params, TINY, one), _torch_decode(m, np.asarray(one) / TINY.scaling_factor)) <= TOL
 
 
+def test_vae15_mid_attention_frame_by_frame_equals_one_shot():
+    """Large inputs run the causal mid-block attention one query frame at a time: the same values."""
+    _, params = reference()
+    p = params["encoder"]["mid_block"]["attentions_0"]
+    x = np.random.default_rng(3).standard_normal((1, 3, 2, 3, 64)).astype(np.float32)
+    one = vae15._attention(p, x, one_shot_bytes=1 << 30)
+    framewise = vae15._attention(p, x, one_shot_bytes=0)
+    assert rel_err(framewise, one) <= 1e-6
+
+
 @pytest.mark.slow  # 2 x 4 tile shapes compile (~30 s on 2 busy cores)
 def test_vae15_spatial_tiling_matches_diffusers():
     m, params = reference()
