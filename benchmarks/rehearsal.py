@@ -340,6 +340,8 @@ def main(argv=None) -> int:
              f"--config.base_checkpoint={ck_t}", f"--config.preprocess.vae_checkpoint={ck_v}",
              f"--config.data.shards={shards}", "--config.data.synthetic=False", "--config.train.log_every=1",
              "--config.train.checkpoint_every=1000", "--config.train.keep=1"]
+    if not tiny:  # one GPU: the recipe's batch 2 as two micro-batches of one clip (README step 4)
+        train.append("--config.train.grad_accum=2")
     if stage("train", needs=(ck_t, ck_v, shards)):
         shutil.rmtree(run, ignore_errors=True)
         r.run("train", f"{args.train_steps} steps", train + [f"--config.train.steps={args.train_steps}"], env)

@@ -37,6 +37,7 @@ class RunSpec:
     flow: FlowConfig
     optim: OptimConfig
     guidance: float | None = None   # embedded guidance scale (guidance-distilled backbones only)
+    grad_accum: int = 1             # micro-batches per step: gradients summed over them, one update
 
 
 def run_spec(config) -> RunSpec:
@@ -49,7 +50,10 @@ def run_spec(config) -> RunSpec:
     flow = FlowConfig(**dict(config.objective))
     optim = OptimConfig(**dict(config.optim))
     guidance = float(m.guidance) if mcfg.guidance_embeds else None
-    return RunSpec(mcfg, lcfg, flow, optim, guidance)
+    accum = int(config.train.get("grad_accum", 1))
+    if accum < 1:
+        raise ValueError(f"train.grad_accum: must be 1 or more, got {accum}")
+    return RunSpec(mcfg, lcfg, flow, optim, guidance, accum)
 
 
 def fingerprint(spec: RunSpec) -> dict:

@@ -110,9 +110,9 @@ def train(config, workdir: str | Path, *, stop_after: int | None = None,
     # ---------------- mesh ----------------
     mesh = sharding.make_mesh(dict(config.mesh))
     data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
-    if config.data.global_batch % data_ways:
+    if config.data.global_batch % (data_ways * spec.grad_accum):
         raise ValueError(f"data.global_batch {config.data.global_batch}: must divide by the mesh's "
-                         f"data x fsdp size {data_ways}")
+                         f"data x fsdp size {data_ways} times train.grad_accum {spec.grad_accum}")
 
     # ---------------- input ----------------
     shards = config.data.shards
@@ -229,6 +229,12 @@ def train(config, workdir: str | Path, *, stop_after: int | None = None,
             raise NonFiniteLossError(f"{e}; last checkpoint: {saved}") from None
         log.error("training stopped by %s at step %d; last checkpoint: %s (re-run to resume from it)",
                   type(e).__name__, step, saved)
+        if "RESOURCE_EXHAUSTED" in str(e):
+            log.error("out of device memory at a micro-batch of %d clip(s) per device: raise "
+                      "--config.train.grad_accum (same global batch, less memory), shard over more devices "
+                      "(--config.mesh.fsdp), or keep --config.model.remat_policy=full; on GPU, "
+                      "XLA_PYTHON_CLIENT_MEM_FRACTION (launch/train.py sets 0.95 when unset) caps what JAX takes",
+                      config.data.global_batch // (data_ways * spec.grad_accum))
         raise
     finally:
         _close(ckpt, writer)
