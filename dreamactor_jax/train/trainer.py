@@ -185,13 +185,15 @@ def train(config, workdir: str | Path, *, stop_after: int | None = None,
         batches.append(indices.tolist())
         if step % config.train.log_every == 0 or step == stop:
             now = time.perf_counter()
-            dt = (now - t_last) / max(step - s_last, 1)
+            rate = "first step (timed with compilation above)"
+            if step > s_last:  # the first step's clock was restarted after it: no rate of its own
+                dt = (now - t_last) / (step - s_last)
+                m["step_time_s"], m["tokens_per_s"] = dt, tokens / dt
+                rate = f"{dt:.3f} s/step  {tokens / dt:.0f} tokens/s"
             t_last, s_last = now, step
-            m["step_time_s"] = dt
-            m["tokens_per_s"] = tokens / dt
             if is_main:
-                log.info("step %d/%d  loss %.5f  grad_norm %.4g  lr %.3g  %.3f s/step  %.0f tokens/s",
-                         step, total, m["loss"], m["grad_norm"], m["lr"], dt, m["tokens_per_s"])
+                log.info("step %d/%d  loss %.5f  grad_norm %.4g  lr %.3g  %s",
+                         step, total, m["loss"], m["grad_norm"], m["lr"], rate)
                 if writer is not None:
                     for k, v in m.items():
                         writer.add_scalar(f"train/{k}", v, step)
