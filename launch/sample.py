@@ -36,7 +36,6 @@ them, the empty prompt through the local encoders. True classifier-free guidance
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -241,9 +240,6 @@ def main(argv=None) -> int:
         print(note, file=sys.stderr)
 
     # ---------------- weights, text, VAE tiling ----------------
-    import jax
-
-    from dreamactor_jax.models import vae
     from dreamactor_jax.models.vae_tiling import resolve_tiling
 
     t0 = time.time()
@@ -252,17 +248,12 @@ def main(argv=None) -> int:
         text, cfg_on, text_what = run.text, False, "the packed run's fixed text"  # e.g. the toy model's
     else:
         text, cfg_on, text_what = _text(args, text_source or _text_source(args), ref, run.mcfg, run.config)
-    if run.vcfg is None:  # a packed run's own autoencoder (e.g. the toy model's exact Haar transform)
-        encode, decode, tiling_line = run.encode, run.decode, f"autoencoder {run.vae}"
-    else:
+    tiling, tiling_line = None, f"autoencoder {run.vae}"
+    if run.vcfg is not None:
         seg = min(settings.segment_frames, 4 * ((len(motion) + 2) // 4) + 1)
         tiling, tiling_line = resolve_tiling(args.vae_tiling, [("encode", seg, h, 2 * w), ("decode", seg, h, w)],
                                              base_channels=run.vcfg.block_out_channels[0], dtype=run.vcfg.dtype)
-        vcfg = dataclasses.replace(run.vcfg, tiling=tiling)
-        if jax.default_backend() == "cpu" and (run.config.get("train") or {}).get("fast_compile"):
-            vcfg = dataclasses.replace(vcfg, xla_options=(("xla_backend_optimization_level", 0),))  # smoke runs
-        encode = lambda x: vae.encode_latents(run.vparams, vcfg, x)  # noqa: E731
-        decode = lambda z: vae.decode_latents(run.vparams, vcfg, z)  # noqa: E731
+    encode, decode = loading.codec(run, tiling)
     print(f"loaded step {run.step} of {args.checkpoint} ({run.variant}) on {run.base} + {run.vae} in "
           f"{time.time() - t0:.0f} s; {h}x{w} per panel, {len(motion)} frames at {fps:g} fps, text: {text_what}, "
           f"CFG {'x%g' % args.guidance_scale if cfg_on else 'off'}; {tiling_line}", file=sys.stderr)

@@ -197,3 +197,16 @@ def load(checkpoint: str | Path | None, *, base: str | None = None, vae: str | N
 
 def _norm(x):
     return list(x) if isinstance(x, (list, tuple)) else x
+
+
+def codec(run, tiling=None) -> tuple[Any, Any]:
+    """(encode, decode) of a loaded run: its VAE (`tiling`: a `vae_tiling.Tiling`, None keeps the VAE
+    config's) or, for a packed run without one, the pack's own autoencoder."""
+    from dreamactor_jax.models import vae
+
+    if run.vcfg is None:  # a packed run's own autoencoder (e.g. the toy model's exact Haar transform)
+        return run.encode, run.decode
+    vcfg = run.vcfg if tiling is None else dataclasses.replace(run.vcfg, tiling=tiling)
+    if jax.default_backend() == "cpu" and (run.config.get("train") or {}).get("fast_compile"):
+        vcfg = dataclasses.replace(vcfg, xla_options=(("xla_backend_optimization_level", 0),))  # smoke runs
+    return (lambda x: vae.encode_latents(run.vparams, vcfg, x)), (lambda z: vae.decode_latents(run.vparams, vcfg, z))
