@@ -4,6 +4,7 @@ another folder with an A/B comparison; one-line errors for bad flags."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -27,6 +28,8 @@ from dreamactor_jax.utils import cli_main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = MMDiTConfig.named("tiny-i2v-33ch")
+# what the trainer writes for a rank-4 adapter on this backbone (train.state.fingerprint)
+FINGERPRINT = {"model": CFG.to_diffusers_config(), "lora": dataclasses.asdict(lora_lib.LoRAConfig(rank=4, alpha=4.0))}
 # the shapes and CFG of tests/test_sampling_cli.py, so one process compiles the sampler once for both
 SAMPLER = ["--height", "32", "--width", "32", "--steps", "2", "--segment-frames", "5", "--overlap", "1",
            "--frames", "5", "--guidance-scale", "3"]
@@ -68,7 +71,7 @@ def world(tmp_path_factory):
     lora = jax.tree_util.tree_map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(1), a.shape), lora)
     config = {"variant": "pose", "model": {"name": "tiny-i2v-33ch", "guidance": 1.0}, "lora": {"rank": 4, "alpha": 4.0},
               "base_checkpoint": str(root / "base"), "preprocess": {"vae_checkpoint": str(root / "vae"), "fps": 8.0}}
-    ck = Checkpointer(root / "run" / "checkpoints", {"model": CFG.to_diffusers_config()}, config=config, async_save=False)
+    ck = Checkpointer(root / "run" / "checkpoints", FINGERPRINT, config=config, async_save=False)
     ck.save(10, {"step": jnp.asarray(10, jnp.int32), "lora": lora}, force=True)
     ck.close()
     rng = np.random.default_rng(0)

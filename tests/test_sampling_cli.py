@@ -3,6 +3,7 @@ converter, an adapter saved by the trainer's checkpointer), and its one-line err
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -30,6 +31,8 @@ jax.config.update("jax_enable_x64", False)
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets"
 CFG = MMDiTConfig.named("tiny-i2v-33ch")
+# what the trainer writes for a rank-4 adapter on this backbone (train.state.fingerprint)
+FINGERPRINT = {"model": CFG.to_diffusers_config(), "lora": dataclasses.asdict(lora_lib.LoRAConfig(rank=4, alpha=4.0))}
 
 
 def _tool():
@@ -60,7 +63,7 @@ def _tiny_vae():
 def _save_run(workdir: Path, config: dict, lora) -> None:
     from dreamactor_jax.train.checkpoint import Checkpointer
 
-    ck = Checkpointer(workdir / "checkpoints", {"model": CFG.to_diffusers_config()}, config=config, async_save=False)
+    ck = Checkpointer(workdir / "checkpoints", FINGERPRINT, config=config, async_save=False)
     ck.save(10, {"step": jnp.asarray(10, jnp.int32), "lora": lora}, force=True)
     ck.close()
 
