@@ -81,6 +81,14 @@ def architecture(fingerprint: Mapping):
     return MMDiTConfig.from_diffusers_config(dict(fingerprint["model"])), LoRAConfig(**lora)
 
 
+def architecture_diffs(have, want) -> list[str]:
+    """`key: have vs want` for each diffusers config argument where two MMDiTConfigs differ (a converted
+    base against the architecture a run or config asks for); [] when they are the same backbone."""
+    norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731 - JSON gives lists
+    a, b = have.to_diffusers_config(), want.to_diffusers_config()
+    return [f"{k}: {a.get(k)!r} vs {b[k]!r}" for k in b if norm(a.get(k)) != norm(b[k])]
+
+
 @dataclasses.dataclass
 class RunCheckpoint:
     """One checkpoint of a run, opened: where, which step, its meta; the state on request."""

@@ -121,12 +121,11 @@ def _check_run(run, checkpoint, base, vae, dtype) -> Plan:
 
     mcfg = load_config(base_dir, dtype=dtype, param_dtype=dtype)
     trained, lcfg = run.architecture()
-    want, have = trained.to_diffusers_config(), mcfg.to_diffusers_config()
-    diffs = [k for k in want if _norm(want[k]) != _norm(have.get(k))]
+    diffs = run_folder.architecture_diffs(mcfg, trained)
     if diffs:
         name = (config.get("model") or {}).get("name") or "its fingerprint's"
         raise ValueError(f"--base {base_dir}: not the backbone the adapter was trained on ({name}): "
-                         + ", ".join(f"{k} {have.get(k)!r} vs {want[k]!r}" for k in diffs[:3]))
+                         + ", ".join(diffs[:3]))
     if mcfg.in_channels != 2 * mcfg.out_channels + 1:
         raise ValueError(f"--base {base_dir}: in_channels {mcfg.in_channels}; the in-context input needs "
                          f"noise + condition + mask = {2 * mcfg.out_channels + 1}")
@@ -158,10 +157,6 @@ def load(checkpoint: str | Path | None, *, base: str | None = None, vae: str | N
         raise ValueError(f"--checkpoint: adapter does not fit the backbone at {base_dir} ({e})") from None
     vparams = load_params(vae_dir)
     return Loaded(mcfg, params, vcfg, vparams, variant, config, step, str(base_dir), str(vae_dir))
-
-
-def _norm(x):
-    return list(x) if isinstance(x, (list, tuple)) else x
 
 
 def codec(run, tiling=None) -> tuple[Any, Any]:
