@@ -24,16 +24,14 @@ from dreamactor_jax.data import preprocess as pp  # noqa: E402
 from dreamactor_jax.data.shards import ShardSource, list_shards  # noqa: E402
 from dreamactor_jax.e2e import filter as flt  # noqa: E402
 from dreamactor_jax.e2e import generator, units  # noqa: E402
-from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
-from dreamactor_jax.models.vae import VAEConfig  # noqa: E402
 from dreamactor_jax.sampling import inputs as sample_inputs  # noqa: E402
 from dreamactor_jax.sampling.pipeline import to_unit  # noqa: E402
 from dreamactor_jax.train.trainer import train  # noqa: E402
 from dreamactor_jax.utils import cli_main  # noqa: E402
+from run_testlib import converted_tiny_base  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
 ROOT = Path(__file__).resolve().parents[1]
-CFG = MMDiTConfig.named("tiny-i2v-33ch")
 FRAMES = 5   # latent 2 x 4 x 8 at 32 x 32: the shape of the synthetic pose shards (one train-step compile)
 
 
@@ -69,22 +67,10 @@ def _config(name: str, root: Path, steps: int, **over):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Converted tiny base + VAE, a pose run trained on them, text embeddings, videos and references."""
-    from convert_testlib import tiny_transformer
-
     from dreamactor_jax.text.store import TextEmbeddings, save_text_embeddings
-    from dreamactor_jax.weights.convert import convert
 
     root = tmp_path_factory.mktemp("e2e_world")
-    tiny_transformer(CFG, seed=0).save_pretrained(root / "hf_base")
-    convert(root / "hf_base", root / "base", dtype="fp32")
-    vcfg = VAEConfig.named("tiny", latent_channels=16)
-    n = len(vcfg.block_out_channels)
-    torch.manual_seed(0)
-    diffusers.AutoencoderKLHunyuanVideo(
-        latent_channels=16, block_out_channels=vcfg.block_out_channels,
-        down_block_types=("HunyuanVideoDownBlock3D",) * n, up_block_types=("HunyuanVideoUpBlock3D",) * n,
-        layers_per_block=vcfg.layers_per_block, norm_num_groups=vcfg.norm_num_groups).save_pretrained(root / "hf_vae")
-    convert(root / "hf_vae", root / "vae", dtype="fp32")
+    converted_tiny_base(root)
 
     c = _config("pose", root, 2, **{"preprocess.fps": 8.0, "preprocess.height": 32, "preprocess.width": 32})
     pose = train(c, root / "pose")

@@ -20,6 +20,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dreamactor_jax import sharding
+from dreamactor_jax.data.shards import RECORD_NDIM
 from dreamactor_jax.run_folder import architecture_diffs
 from dreamactor_jax.models import lora as lora_lib
 from dreamactor_jax.models import mmdit
@@ -84,7 +85,7 @@ def batch_shardings(mesh: Mesh) -> dict:
     """Batch arrays: the leading axis over (data, fsdp), the rest replicated."""
     def sh(ndim):
         return NamedSharding(mesh, sharding.logical_to_spec(("batch",) + (None,) * (ndim - 1), mesh=mesh))
-    return {"target": sh(5), "canvas": sh(5), "mask": sh(5), "text": sh(3), "text_mask": sh(2), "pooled": sh(2)}
+    return {k: sh(ndim + 1) for k, ndim in RECORD_NDIM.items()}
 
 
 def state_shardings(spec: RunSpec, mesh: Mesh) -> tuple[Any, Any]:
