@@ -67,3 +67,17 @@ def save_run(workdir: Path, config: dict, lora, step: int = 10) -> None:
     ck = Checkpointer(workdir / "checkpoints", FINGERPRINT, config=config, async_save=False)
     ck.save(step, {"step": jnp.asarray(step, jnp.int32), "lora": lora}, force=True)
     ck.close()
+
+
+def save_text(path: Path, rng) -> None:
+    """A tools/encode_text.py file for the tiny backbone (text 32 wide, pooled 24): id "prompt"
+    ("a dancer", 3 tokens) and a null prompt, drawn from `rng`."""
+    import numpy as np
+
+    from dreamactor_jax.text.store import TextEmbeddings, save_text_embeddings
+
+    emb = TextEmbeddings(rng.standard_normal((1, 6, 32)).astype(np.float32), np.array([[1, 1, 1, 0, 0, 0]], np.int32),
+                         rng.standard_normal((1, 24)).astype(np.float32))
+    null = TextEmbeddings(rng.standard_normal((1, 6, 32)).astype(np.float32), np.array([[1, 0, 0, 0, 0, 0]], np.int32),
+                          rng.standard_normal((1, 24)).astype(np.float32))
+    save_text_embeddings(path, emb, ["prompt"], null=null, prompts=["a dancer"])

@@ -4,9 +4,7 @@ another folder with an A/B comparison; one-line errors for bad flags."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,42 +16,28 @@ from PIL import Image  # noqa: E402
 
 from dreamactor_jax import media  # noqa: E402
 from dreamactor_jax.pose import render_pose, standard_person  # noqa: E402
-from dreamactor_jax.utils import cli_main  # noqa: E402
 
-from run_testlib import converted_tiny_base, random_adapter, run_config, save_run  # noqa: E402
+from cli_testlib import run_tool  # noqa: E402
+from run_testlib import converted_tiny_base, random_adapter, run_config, save_run, save_text  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 # the shapes and CFG of tests/test_sampling_cli.py, so one process compiles the sampler once for both
 SAMPLER = ["--height", "32", "--width", "32", "--steps", "2", "--segment-frames", "5", "--overlap", "1",
            "--frames", "5", "--guidance-scale", "3"]
 OPTS = ["--pose-estimator", "none", "--segmenter", "motion", "--quiet"]
 
 
-def evaluate(argv, capsys=None) -> int:
-    spec = importlib.util.spec_from_file_location("evaluate_tool", ROOT / "tools" / "evaluate.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    try:
-        cli_main(mod.main, [str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
-    return 0
+def evaluate(argv) -> int:
+    return run_tool("tools/evaluate.py", argv)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A tiny converted base + VAE, an adapter run on them, text embeddings, and a 2-pair bench."""
-    from dreamactor_jax.text.store import TextEmbeddings, save_text_embeddings
-
     root = tmp_path_factory.mktemp("evalcli")
     converted_tiny_base(root)
     save_run(root / "run", run_config(root), random_adapter())
     rng = np.random.default_rng(0)
-    emb = TextEmbeddings(rng.standard_normal((1, 6, 32)).astype(np.float32), np.array([[1, 1, 1, 0, 0, 0]], np.int32),
-                         rng.standard_normal((1, 24)).astype(np.float32))
-    null = TextEmbeddings(rng.standard_normal((1, 6, 32)).astype(np.float32), np.array([[1, 0, 0, 0, 0, 0]], np.int32),
-                          rng.standard_normal((1, 24)).astype(np.float32))
-    save_text_embeddings(root / "text.safetensors", emb, ["prompt"], null=null, prompts=["a dancer"])
+    save_text(root / "text.safetensors", rng)  # "prompt" (a dancer) and the null prompt
 
     m = root / "media"
     m.mkdir()

@@ -3,7 +3,6 @@ converter, an adapter saved by the trainer's checkpointer), and its one-line err
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -19,9 +18,9 @@ from PIL import Image  # noqa: E402
 from dreamactor_jax import media  # noqa: E402
 from dreamactor_jax.pose import PoseFrame, render_pose, standard_person  # noqa: E402
 from dreamactor_jax.sampling import inputs  # noqa: E402
-from dreamactor_jax.utils import cli_main  # noqa: E402
 
-from run_testlib import converted_tiny_base, random_adapter, run_config, save_run  # noqa: E402
+from cli_testlib import run_tool  # noqa: E402
+from run_testlib import converted_tiny_base, random_adapter, run_config, save_run, save_text  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
 
@@ -29,26 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets"
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("sample_tool", ROOT / "launch" / "sample.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
-
-
 def run(argv) -> int:
-    try:
-        cli_main(_tool(), [str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
-    return 0
+    return run_tool("launch/sample.py", argv)
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """Converted tiny base + VAE, a trained-looking adapter run, text embeddings and inputs."""
-    from dreamactor_jax.text.store import TextEmbeddings, save_text_embeddings
-
     root = tmp_path_factory.mktemp("sample")
     converted_tiny_base(root)
     lora, config = random_adapter(), run_config(root)
@@ -57,11 +43,7 @@ def ckpt(tmp_path_factory):
     save_run(root / "e2e_run", {**config, "variant": "e2e"}, lora)
 
     rng = np.random.default_rng(0)
-    emb = TextEmbeddings(rng.standard_normal((1, 6, 32)).astype(np.float32), np.array([[1, 1, 1, 0, 0, 0]], np.int32),
-                         rng.standard_normal((1, 24)).astype(np.float32))
-    null = TextEmbeddings(rng.standard_normal((1, 6, 32)).astype(np.float32), np.array([[1, 0, 0, 0, 0, 0]], np.int32),
-                          rng.standard_normal((1, 24)).astype(np.float32))
-    save_text_embeddings(root / "text.safetensors", emb, ["prompt"], null=null, prompts=["a dancer"])
+    save_text(root / "text.safetensors", rng)  # "prompt" (a dancer) and the null prompt
 
     Image.fromarray(rng.integers(0, 255, (60, 44, 3), np.uint8)).save(root / "ref.png")
     media.write_video(root / "driving.mp4", rng.integers(0, 255, (12, 48, 40, 3), np.uint8), 8.0)
