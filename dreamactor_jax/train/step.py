@@ -18,6 +18,7 @@ import optax
 from jax.sharding import Mesh
 
 from dreamactor_jax import sharding
+from dreamactor_jax.data.shards import REQUIRED
 from dreamactor_jax.incontext import stack_channels
 from dreamactor_jax.models import mmdit
 from dreamactor_jax.train import objective as obj
@@ -25,7 +26,7 @@ from dreamactor_jax.train.optim import lr_schedule, make_optimizer
 from dreamactor_jax.train.state import (RunSpec, base_shardings, batch_shardings, compiler_options, replicated,
                                         state_shardings)
 
-MODEL_KEYS = ("target", "canvas", "mask", "text", "text_mask", "pooled")
+MODEL_KEYS = REQUIRED  # the batch keys (`data.shards.RECORD_NDIM`)
 
 
 def loss_fn(lora: Any, base: Any, batch: dict, key: jax.Array, spec: RunSpec) -> tuple[jax.Array, dict]:
