@@ -211,6 +211,9 @@ def parse_args(argv):
     p.add_argument("--train-steps", type=int, default=2, help="steps of the first run (the resume adds one)")
     p.add_argument("--sample-steps", type=int, default=2, help="denoising steps per segment")
     p.add_argument("--deadline", type=float, help="seconds: start no step after it")
+    p.add_argument("--train-data", default="shards", choices=("shards", "synthetic"),
+                   help="what train/resume read: the preprocess stage's shards, or synthetic shards of the "
+                        "portrait clip's latent shape (13x104x120; a bounded call that skips preprocess)")
     p.add_argument("--no-compile-cache", action="store_true", help="no JAX persistent compilation cache "
                    "(by default WORKDIR/jax_cache: the resume reuses the training step's compilation)")
     return p.parse_args(argv)
@@ -336,11 +339,20 @@ def main(argv=None) -> int:
         extra = ["--config.train.tensorboard=False"]
         if {"train", "resume"} & set(stages):
             r.say("[train] tensorboardX is not installed here: --config.train.tensorboard=False")
+    if args.train_data == "synthetic":  # same latent shape as a preprocessed 49-frame 832x480 clip
+        data_args = ["--config.data.synthetic=True", "--config.data.synthetic_clips=2",
+                     f"--config.data.synthetic_shapes={'4x8x16' if tiny else '13x104x120'}"]
+        data_needs: tuple = ()
+    else:
+        data_args, data_needs = [f"--config.data.shards={shards}", "--config.data.synthetic=False"], (shards,)
+    r.record["train_data"] = args.train_data
     train = [py, "launch/train.py", f"--config={config}", f"--workdir={run}", *extra,
              f"--config.base_checkpoint={ck_t}", f"--config.preprocess.vae_checkpoint={ck_v}",
-             f"--config.data.shards={shards}", "--config.data.synthetic=False", "--config.train.log_every=1",
+             *data_args, "--config.train.log_every=1",
              "--config.train.checkpoint_every=1000", "--config.train.keep=1"]
-    if stage("train", needs=(ck_t, ck_v, shards)):
+    if not tiny:  # one GPU: the recipe's batch 2 as two micro-batches of one clip (README step 4)
+        train.append("--config.train.grad_accum=2")
+    if stage("train", needs=(ck_t, ck_v, *data_needs)):
         shutil.rmtree(run, ignore_errors=True)
         r.run("train", f"{args.train_steps} steps", train + [f"--config.train.steps={args.train_steps}"], env)
     if stage("resume", needs=(run / "checkpoints" / str(args.train_steps),)):

@@ -52,16 +52,16 @@ def jax_outputs(base: str, run: str, dtype: str, inp: dict) -> tuple[dict, float
     import jax
     import jax.numpy as jnp
 
-    from dreamactor_jax.models import lora as lora_lib
+    from dreamactor_jax import run_folder
     from dreamactor_jax.models import mmdit
-    from dreamactor_jax.sampling.loading import read_adapter
     from dreamactor_jax.weights.checkpoint import load_config, load_params
 
     # XLA attention: at 48 tokens the kernel does not matter, the adapter's mapping does
     mcfg = load_config(base, dtype=dtype, param_dtype=dtype, attention_impl="xla")
     params = load_params(base, dtype=jnp.dtype(dtype))
-    lora, config, _ = read_adapter(run)
-    lcfg = lora_lib.LoRAConfig(**dict(config.get("lora") or {}))
+    with run_folder.open_run(run) as ck:
+        _, lcfg = ck.architecture()
+        lora = ck.read_lora()
     bs = [np.asarray(x, np.float32) for p, x in jax.tree_util.tree_flatten_with_path(lora)[0]
           if getattr(p[-1], "key", None) == "b"]
     rms = float(np.sqrt(np.mean(np.concatenate([b.ravel() for b in bs]) ** 2)) * lcfg.scale)

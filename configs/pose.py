@@ -18,6 +18,10 @@ half) is noisy from step to step (random noise levels); watch its smoothed curve
     python launch/train.py --config configs/pose.py --workdir runs/pose \
         --config.base_checkpoint=ckpt/hunyuan-i2v-33ch --config.data.shards=shards/
 
+One GPU: add --config.train.grad_accum=2 (batch 2 as two micro-batches of one clip: the same
+update at the memory of one clip; batch 2 in one piece at 49 frames 832x480 ran out of memory on an
+H200 under JAX's default 75% cap).
+
 Several hosts: add --coordinator_address=HOST:PORT --num_processes=N --process_id=I on each.
 
 CPU smoke run (tiny MMDiT, random base, synthetic shards; ~1 min on a laptop, the loss falls):

@@ -1,4 +1,5 @@
-"""Small shared helpers: local or cloud-storage paths, atomic file output, one-line errors for command-line tools."""
+"""Small shared helpers: local or cloud-storage paths, atomic file output, one-line errors and `--help`
+for command-line tools."""
 
 from __future__ import annotations
 
@@ -133,3 +134,39 @@ def cli_main(main, argv=None) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)
+
+
+HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
+
+
+def wants_help(argv) -> bool:
+    """True when a help flag stands before any `--` among `argv` (without the program name)."""
+    argv = list(argv)
+    return any(a in HELP_FLAGS for a in (argv[:argv.index("--")] if "--" in argv else argv))
+
+
+def absl_main(main, argv=None) -> None:
+    """The entry of a command with absl flags (`--config` files, launch/train.py, tools/preprocess.py).
+
+    `--help` prints the command's docstring and its flags, exit 0 (absl's own help exits 1, and only
+    after `app.run`); a bad flag or a mistyped `--config.x` key is one line on stderr, exit 2; then
+    `main(argv)` runs under `cli_main` (one-line errors, clean SIGTERM).
+    """
+    from absl import app, flags
+
+    argv = list(sys.argv if argv is None else argv)
+    if wants_help(argv[1:]):
+        doc = (getattr(sys.modules.get("__main__"), "__doc__", None) or "").strip()
+        print(f"{doc}\n\nflags:\n{flags.FLAGS.main_module_help()}" if doc else flags.FLAGS.main_module_help())
+        sys.exit(0)
+    try:
+        rest = flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
+        msg = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split()).strip("'\"")
+        if "Traceback" in msg:  # an error raised by the config file: keep its last line
+            msg = msg.rsplit("Error: ", 1)[-1]
+        if isinstance(e, (AttributeError, KeyError)):
+            msg = f"no such config field '{msg}"
+        print(f"error: bad flag: {msg}", file=sys.stderr)
+        sys.exit(2)
+    app.run(lambda a: cli_main(main, a), flags_parser=lambda _: rest)

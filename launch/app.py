@@ -82,10 +82,9 @@ class Animate:
                  progress=None) -> tuple[str, str]:
         """Returns (side-by-side mp4 for the page, the generated mp4 for download)."""
         from dreamactor_jax import media
+        from dreamactor_jax.api import make_animator
         from dreamactor_jax.pose.extract import looks_like_pose_video
         from dreamactor_jax.sampling import inputs, loading
-        from dreamactor_jax.sampling.pipeline import Animator, SampleSettings
-        from dreamactor_jax.sampling.velocity import InContextVelocity
 
         if not ref_path:
             raise ValueError("reference: pick or upload an image")
@@ -109,18 +108,8 @@ class Animate:
             motion, _ = inputs.pose_from_clip(clip, what="driving video")
         with self.lock:  # one animation at a time: the model and the accelerator are shared
             run = self._run(checkpoint)
-            settings = SampleSettings(steps=int(steps), shift=float(sampling.get("shift", 7.0)), seed=int(seed),
-                                      segment_frames=int(sampling.get("segment_frames", 121)),
-                                      overlap=int(sampling.get("overlap", 5)))
-            encode = getattr(run, "encode", None)
-            decode = getattr(run, "decode", None)
-            if encode is None:
-                from dreamactor_jax.models import vaes
-                vmod = vaes.module_for(run.vcfg)
-                encode = lambda x: vmod.encode_latents(run.vparams, run.vcfg, x)  # noqa: E731
-                decode = lambda z: vmod.decode_latents(run.vparams, run.vcfg, z)  # noqa: E731
-            animator = Animator(InContextVelocity(run.mcfg), run.params, encode, decode, self._text(run), settings)
-            total = len(animator.plan(len(motion))) * settings.steps
+            animator = make_animator(run, text=self._text(run), steps=int(steps), seed=int(seed))
+            total = len(animator.plan(len(motion))) * animator.settings.steps
             done = [0]
 
             def on_step(seg, step):

@@ -36,7 +36,6 @@ them, the empty prompt through the local encoders. True classifier-free guidance
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -118,66 +117,6 @@ def _check_paths(args) -> None:
         resolve_tiling(args.vae_tiling, [])  # a tile side: checked now, not after loading the weights
 
 
-def _text_source(args):
-    """Where the text comes from, settled before anything slow: ("file", dict) / ("zero", None) /
-    ("encode", model folder). The encoders are looked up locally only (never a hub download)."""
-    if args.text_embeddings:
-        from dreamactor_jax.text.store import load_text_embeddings
-
-        return "file", load_text_embeddings(args.text_embeddings)
-    if args.no_text:
-        return "zero", None
-    from dreamactor_jax.text.embed import local_model_path
-
-    try:
-        return "encode", local_model_path(args.text_model_path, args.text_mode, flag="--text-model-path")
-    except ValueError as e:
-        what = "--prompt" if args.prompt else "the empty prompt (no text flag given)"
-        raise ValueError(f"{what}: {e}; or pass --text-embeddings FILE (tools/encode_text.py) or --no-text") from None
-
-
-def _text(args, source, ref, mcfg, train_cfg) -> tuple[dict, bool, str]:
-    """(text cond, uses CFG, what the text is) from the settled source."""
-    from dreamactor_jax.sampling.pipeline import text_cond
-
-    guidance = None
-    if mcfg.guidance_embeds:
-        guidance = args.embedded_guidance
-        if guidance is None:
-            guidance = float((train_cfg.get("model") or {}).get("guidance", 1.0))
-    kind, value = source
-    if kind == "file":
-        f = value
-        tid = args.text_id or f["ids"][0]
-        if tid not in f["index"]:
-            raise ValueError(f"--text-id {tid}: not in {args.text_embeddings} (ids: {f['ids'][:5]})")
-        emb, null = f["emb"].take(f["index"][tid]), f["null"]
-        prompt = (f["prompts"] or [""] * len(f["ids"]))[f["index"][tid]]
-        if null is None and args.guidance_scale != 1.0 and prompt:
-            raise ValueError(f"--text-embeddings {args.text_embeddings}: holds no null prompt for CFG; "
-                             "re-run tools/encode_text.py or pass --guidance-scale 1")
-        what = f"{args.text_embeddings} ({tid})"
-    elif kind == "zero":
-        from dreamactor_jax.text.store import zero_text
-
-        emb, null, prompt, what = zero_text(mcfg.text_embed_dim, mcfg.pooled_projection_dim), None, "", "none"
-    else:
-        from dreamactor_jax.text.embed import TextEncoderConfig, encode_texts
-
-        tcfg = TextEncoderConfig(mode=args.text_mode, device=args.text_device, model_path=value)
-        prompt = args.prompt or ""
-        emb, null, _ = encode_texts(tcfg, [prompt], [ref] if args.text_mode == "i2v" else None, progress=False)
-        what = f"{'prompt' if prompt else 'empty prompt'} encoded ({args.text_mode})"
-    for name, have, want in (("text", emb.text.shape[-1], mcfg.text_embed_dim),
-                             ("pooled", emb.pooled.shape[-1], mcfg.pooled_projection_dim)):
-        if have != want:
-            raise ValueError(f"text embeddings: {name} width {have}, the backbone takes {want}")
-    cfg_on = bool(prompt) and args.guidance_scale != 1.0 and null is not None
-    nul = (null.text, null.text_mask, null.pooled) if cfg_on else None
-    return text_cond(emb.text, emb.text_mask, emb.pooled, null=nul, scale=args.guidance_scale,
-                     guidance=guidance), cfg_on, what
-
-
 def _motion(args, plan, h, w, ref, fps):
     """(motion frames for the model, the driving frames or None, fps, a note) in the panel."""
     from dreamactor_jax.sampling import inputs
@@ -211,6 +150,7 @@ def main(argv=None) -> int:
 
     from dreamactor_jax.sampling import inputs, loading
     from dreamactor_jax.sampling.pipeline import Animator, SampleSettings
+    from dreamactor_jax.sampling.text_choice import TextSpec
 
     # ---------------- what will be loaded, and the text: checked before any slow work ----------------
     plan = loading.check(args.checkpoint, base=args.base, vae=args.vae, dtype=args.dtype)
@@ -225,7 +165,8 @@ def main(argv=None) -> int:
         raise ValueError(f"--raw: checkpoint {args.checkpoint} is a {plan.variant} checkpoint, trained on rendered "
                          "skeletons; drop --raw to extract poses from --driving, or use an end-to-end checkpoint")
     packed_text = plan.config.get("packed") and not (args.prompt or args.text_embeddings or args.no_text)
-    text_source = None if packed_text else _text_source(args)  # a packed run may carry a fixed text
+    text_spec = TextSpec.from_args(args)
+    text_source = None if packed_text else text_spec.source()  # a packed run may carry a fixed text
 
     # ---------------- inputs ----------------
     from dreamactor_jax import media
@@ -241,9 +182,6 @@ def main(argv=None) -> int:
         print(note, file=sys.stderr)
 
     # ---------------- weights, text, VAE tiling ----------------
-    import jax
-
-    from dreamactor_jax.models import vaes
     from dreamactor_jax.models.vae_tiling import resolve_tiling
 
     t0 = time.time()
@@ -251,19 +189,13 @@ def main(argv=None) -> int:
     if packed_text and getattr(run, "text", None) is not None:
         text, cfg_on, text_what = run.text, False, "the packed run's fixed text"  # e.g. the toy model's
     else:
-        text, cfg_on, text_what = _text(args, text_source or _text_source(args), ref, run.mcfg, run.config)
-    if run.vcfg is None:  # a packed run's own autoencoder (e.g. the toy model's exact Haar transform)
-        encode, decode, tiling_line = run.encode, run.decode, f"autoencoder {run.vae}"
-    else:
+        text, cfg_on, text_what = text_spec.condition(text_source or text_spec.source(), ref, run.mcfg, run.config)
+    tiling, tiling_line = None, f"autoencoder {run.vae}"
+    if run.vcfg is not None:
         seg = min(settings.segment_frames, 4 * ((len(motion) + 2) // 4) + 1)
         tiling, tiling_line = resolve_tiling(args.vae_tiling, [("encode", seg, h, 2 * w), ("decode", seg, h, w)],
                                              base_channels=run.vcfg.block_out_channels[0], dtype=run.vcfg.dtype)
-        vcfg = dataclasses.replace(run.vcfg, tiling=tiling)
-        if jax.default_backend() == "cpu" and (run.config.get("train") or {}).get("fast_compile"):
-            vcfg = dataclasses.replace(vcfg, xla_options=(("xla_backend_optimization_level", 0),))  # smoke runs
-        vmod = vaes.module_for(vcfg)  # models.vae or models.vae15, by the converted VAE's config
-        encode = lambda x: vmod.encode_latents(run.vparams, vcfg, x)  # noqa: E731
-        decode = lambda z: vmod.decode_latents(run.vparams, vcfg, z)  # noqa: E731
+    encode, decode = loading.codec(run, tiling)
     print(f"loaded step {run.step} of {args.checkpoint} ({run.variant}) on {run.base} + {run.vae} in "
           f"{time.time() - t0:.0f} s; {h}x{w} per panel, {len(motion)} frames at {fps:g} fps, text: {text_what}, "
           f"CFG {'x%g' % args.guidance_scale if cfg_on else 'off'}; {tiling_line}", file=sys.stderr)

@@ -20,7 +20,10 @@ import logging
 import os
 import sys
 
-from absl import app, flags
+# GPU: JAX takes 75% of the card by default; a training process is alone on its card (SLURM's script too).
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
+
+from absl import flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file (configs/pose.py[:tiny])", lock_config=True)
@@ -79,26 +82,8 @@ def main(argv) -> int:
     return 0
 
 
-def _run(argv):
-    from dreamactor_jax.utils import cli_main
-    cli_main(main, argv)
-
-
-def _parse_or_exit(argv) -> list[str]:
-    """Parses the flags (once) so a bad flag or a mistyped --config.x key is one line, exit 2."""
-    try:
-        return flags.FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
-        msg = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split()).strip("'\"")
-        if "Traceback" in msg:  # an error raised by the config file: keep its last line
-            msg = msg.rsplit("Error: ", 1)[-1]
-        if isinstance(e, (AttributeError, KeyError)):
-            msg = f"no such config field '{msg}"
-        print(f"error: bad flag: {msg}", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    rest = _parse_or_exit(sys.argv)
-    app.run(_run, flags_parser=lambda _: rest)
+    from dreamactor_jax.utils import absl_main
+
+    absl_main(main)

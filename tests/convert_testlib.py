@@ -18,8 +18,9 @@ diffusers = pytest.importorskip("diffusers")
 from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
 
 
-def tiny_transformer(cfg: MMDiTConfig, seed: int = 0):
-    """diffusers HunyuanVideoTransformer3DModel with every tensor random (norms around 1)."""
+def tiny_transformer(cfg: MMDiTConfig, seed: int = 0, *, matrices: bool = True):
+    """diffusers HunyuanVideoTransformer3DModel with every tensor random: norm weights around 1,
+    biases around 0, and (`matrices`) weight matrices redrawn at 1/sqrt(fan-in) (else diffusers' init)."""
     torch.manual_seed(seed)
     model = diffusers.HunyuanVideoTransformer3DModel(**cfg.to_diffusers_config()).eval()
     with torch.no_grad():
@@ -28,7 +29,7 @@ def tiny_transformer(cfg: MMDiTConfig, seed: int = 0):
                 p.copy_(1 + 0.2 * torch.randn_like(p))
             elif p.ndim == 1:
                 p.copy_(0.05 * torch.randn_like(p))
-            else:
+            elif matrices:
                 p.copy_(torch.randn_like(p) / np.sqrt(max(int(np.prod(p.shape[1:])), 1)))
     return model
 

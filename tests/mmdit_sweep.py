@@ -97,17 +97,9 @@ def random_inputs(rng: np.random.Generator, cfg: MMDiTConfig, batch: int = 2, ti
 
 def reference_model(cfg: MMDiTConfig, seed: int = 0):
     """diffusers model with every tensor random (norm weights around 1, biases around 0)."""
-    torch.manual_seed(seed)
-    model = diffusers.HunyuanVideoTransformer3DModel(**cfg.to_diffusers_config()).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 1 and "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.2 * torch.randn_like(p))
-            elif p.ndim == 1:
-                p.copy_(0.05 * torch.randn_like(p))
-            else:
-                p.copy_(torch.randn_like(p) / math.sqrt(max(int(np.prod(p.shape[1:])), 1)))
-    return model
+    from convert_testlib import tiny_transformer
+
+    return tiny_transformer(cfg, seed)
 
 
 def reference_forward(model, inp: dict, dtype=torch.float32) -> np.ndarray:

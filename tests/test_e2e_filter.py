@@ -4,20 +4,17 @@ asks nothing, rescoring, failures counted, the manifest and the pair list prepro
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import types
-from pathlib import Path
 
 import pytest
+from cli_testlib import run_tool
 from e2e_testlib import FakePoseModel, FakeScorer, fake_estimator, make_inputs, read_jsonl
 
 from dreamactor_jax.data import preprocess as pp
 from dreamactor_jax.e2e import filter as flt
 from dreamactor_jax.e2e import plan, synthesize, units
-from dreamactor_jax.utils import cli_main
 
-ROOT = Path(__file__).resolve().parents[1]
 # unit -> mean: above, exactly at (not kept: the paper keeps "greater than 4"), below the threshold
 MEANS = {"a-u000": 4.5, "a-u001": 4.0, "b-u000": 3.2, "b-u001": 4.25}
 
@@ -96,14 +93,7 @@ def test_unscorable_units_are_counted_dropped_and_retried(fresh_units):
 
 
 def _cli(argv) -> int:
-    spec = importlib.util.spec_from_file_location("filter_tool", ROOT / "tools" / "filter_pairs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    try:
-        cli_main(mod.main, [str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
-    return 0
+    return run_tool("tools/filter_pairs.py", argv)
 
 
 @pytest.fixture

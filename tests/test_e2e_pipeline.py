@@ -5,7 +5,6 @@ the refusals between the two kinds of checkpoints."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -24,36 +23,18 @@ from dreamactor_jax.data import preprocess as pp  # noqa: E402
 from dreamactor_jax.data.shards import ShardSource, list_shards  # noqa: E402
 from dreamactor_jax.e2e import filter as flt  # noqa: E402
 from dreamactor_jax.e2e import generator, units  # noqa: E402
-from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
-from dreamactor_jax.models.vae import VAEConfig  # noqa: E402
 from dreamactor_jax.sampling import inputs as sample_inputs  # noqa: E402
 from dreamactor_jax.sampling.pipeline import to_unit  # noqa: E402
 from dreamactor_jax.train.trainer import train  # noqa: E402
-from dreamactor_jax.utils import cli_main  # noqa: E402
+from cli_testlib import load_tool, run_main  # noqa: E402
+from run_testlib import converted_tiny_base  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
-ROOT = Path(__file__).resolve().parents[1]
-CFG = MMDiTConfig.named("tiny-i2v-33ch")
 FRAMES = 5   # latent 2 x 4 x 8 at 32 x 32: the shape of the synthetic pose shards (one train-step compile)
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _cli(main, argv) -> int:
-    try:
-        cli_main(main, [str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
-    return 0
-
-
 def _config(name: str, root: Path, steps: int, **over):
-    c = _load(f"cfg_{name}", ROOT / "configs" / f"{name}.py").get_config("tiny")
+    c = load_tool(f"configs/{name}.py").get_config("tiny")
     c.base_checkpoint = str(root / "base")
     c.preprocess.vae_checkpoint = str(root / "vae")
     c.train.steps, c.train.checkpoint_every, c.train.log_every, c.train.tensorboard = steps, steps, 1, False
@@ -69,22 +50,10 @@ def _config(name: str, root: Path, steps: int, **over):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Converted tiny base + VAE, a pose run trained on them, text embeddings, videos and references."""
-    from convert_testlib import tiny_transformer
-
     from dreamactor_jax.text.store import TextEmbeddings, save_text_embeddings
-    from dreamactor_jax.weights.convert import convert
 
     root = tmp_path_factory.mktemp("e2e_world")
-    tiny_transformer(CFG, seed=0).save_pretrained(root / "hf_base")
-    convert(root / "hf_base", root / "base", dtype="fp32")
-    vcfg = VAEConfig.named("tiny", latent_channels=16)
-    n = len(vcfg.block_out_channels)
-    torch.manual_seed(0)
-    diffusers.AutoencoderKLHunyuanVideo(
-        latent_channels=16, block_out_channels=vcfg.block_out_channels,
-        down_block_types=("HunyuanVideoDownBlock3D",) * n, up_block_types=("HunyuanVideoUpBlock3D",) * n,
-        layers_per_block=vcfg.layers_per_block, norm_num_groups=vcfg.norm_num_groups).save_pretrained(root / "hf_vae")
-    convert(root / "hf_vae", root / "vae", dtype="fp32")
+    converted_tiny_base(root)
 
     c = _config("pose", root, 2, **{"preprocess.fps": 8.0, "preprocess.height": 32, "preprocess.width": 32})
     pose = train(c, root / "pose")
@@ -110,12 +79,12 @@ def world(tmp_path_factory):
 def test_synthesize_filter_preprocess_train_and_sample_end_to_end(world, tmp_path, monkeypatch, capsys, caplog):
     root, pose = world
     # ---- synthesis with the trained pose run, through the command line
-    synth = _load("synth_tool", ROOT / "tools" / "synthesize_pairs.py")
+    synth = load_tool("tools/synthesize_pairs.py")
     monkeypatch.setattr(synth, "make_estimator", lambda *a: fake_estimator)
     out = tmp_path / "units"
     args = ["--checkpoint", root / "pose", "--videos", root / "videos", "--references", root / "refs",
             "--text-embeddings", root / "text.safetensors", "-o", out, "--frames", FRAMES, "--steps", 2, "--quiet"]
-    assert _cli(synth.main, args) == 0
+    assert run_main(synth.main, args) == 0
     text = capsys.readouterr()
     assert "3 units planned, 2 written" in text.out and "1 x no person found: dark-u000" in text.out
     assert "units of 5 frames at 8 fps, 32x32; pose model step 2" in text.err  # the pose run's fps and size
@@ -128,7 +97,7 @@ def test_synthesize_filter_preprocess_train_and_sample_end_to_end(world, tmp_pat
     videos = [media.read_video(u.generated) for u in got]
     assert all(v.shape == (FRAMES, 32, 32, 3) and v.std() > 2.0 for v in videos)
     assert np.abs(videos[0].astype(float) - videos[1].astype(float)).mean() > 2.0
-    assert _cli(synth.main, args) == 0 and "0 written, 2 already done" in capsys.readouterr().out  # resumed
+    assert run_main(synth.main, args) == 0 and "0 written, 2 already done" in capsys.readouterr().out  # resumed
 
     # ---- filtering: both kept
     res, _ = flt.score_units(got, FakeScorer({"a-u000": 4.6, "b-u000": 4.2}), progress=False)
@@ -175,11 +144,11 @@ def test_synthesize_filter_preprocess_train_and_sample_end_to_end(world, tmp_pat
     def no_estimator(*a, **k):
         raise AssertionError("an end-to-end checkpoint must not extract poses")
     monkeypatch.setattr(sample_inputs, "make_pose_estimator", no_estimator)
-    sample = _load("sample_tool", ROOT / "launch" / "sample.py").main
+    sample = load_tool("launch/sample.py").main
     base = ["--ref", root / "refs" / "human" / "man.png", "--text-embeddings", root / "text.safetensors",
             "--height", 32, "--width", 32, "--steps", 2, "--guidance-scale", 1, "--quiet"]
     video_out = tmp_path / "e2e.mp4"
-    assert _cli(sample, ["--checkpoint", tmp_path / "e2e", "--driving", got[0].generated, "--raw", "-o", video_out]
+    assert run_main(sample, ["--checkpoint", tmp_path / "e2e", "--driving", got[0].generated, "--raw", "-o", video_out]
                 + base) == 0
     assert "(e2e)" in capsys.readouterr().err
     v = media.read_video(video_out)
@@ -189,12 +158,12 @@ def test_synthesize_filter_preprocess_train_and_sample_end_to_end(world, tmp_pat
     cases = [(["--checkpoint", tmp_path / "e2e", "--pose", got[0].pose], "trained end-to-end on raw frames"),
              (["--checkpoint", root / "pose", "--driving", got[0].source, "--raw"], "is a pose checkpoint")]
     for argv, needle in cases:
-        assert _cli(sample, argv + ["-o", tmp_path / "x.mp4"] + base) == 2
+        assert run_main(sample, argv + ["-o", tmp_path / "x.mp4"] + base) == 2
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
         assert len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "x.mp4").exists()
     args[1] = tmp_path / "e2e"  # synthesis needs a pose run
-    assert _cli(synth.main, args[:-1] + ["-o", tmp_path / "u2", "--quiet"]) == 2
+    assert run_main(synth.main, args[:-1] + ["-o", tmp_path / "u2", "--quiet"]) == 2
     assert "synthesis animates poses, so it needs a pose checkpoint" in capsys.readouterr().err
 
 

@@ -4,19 +4,18 @@ The real pose model runs in tests/test_e2e_pipeline.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_testlib import load_tool, run_main
 from e2e_testlib import STEP, FakePoseModel, fake_estimator, make_inputs
 from PIL import Image
 
 from dreamactor_jax import media
 from dreamactor_jax.e2e import plan, synthesize, units
-from dreamactor_jax.utils import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = synthesize.SynthSettings(frames=9, fps=8.0, height=32, width=32, units_per_video=2, seed=5)
@@ -157,18 +156,11 @@ def test_identities_from_manifests_and_unusable_references(inputs, tmp_path):
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("synth_tool", ROOT / "tools" / "synthesize_pairs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("tools/synthesize_pairs.py")
 
 
 def _cli(mod, argv) -> int:
-    try:
-        cli_main(mod.main, [str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
-    return 0
+    return run_main(mod.main, argv)
 
 
 @pytest.fixture

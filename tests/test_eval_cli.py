@@ -4,9 +4,7 @@ another folder with an A/B comparison; one-line errors for bad flags."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,69 +12,32 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dreamactor_jax import media  # noqa: E402
-from dreamactor_jax.models import lora as lora_lib  # noqa: E402
-from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
-from dreamactor_jax.models.vae import VAEConfig  # noqa: E402
 from dreamactor_jax.pose import render_pose, standard_person  # noqa: E402
-from dreamactor_jax.utils import cli_main  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-CFG = MMDiTConfig.named("tiny-i2v-33ch")
+from cli_testlib import run_tool  # noqa: E402
+from run_testlib import converted_tiny_base, random_adapter, run_config, save_run, save_text  # noqa: E402
+
 # the shapes and CFG of tests/test_sampling_cli.py, so one process compiles the sampler once for both
 SAMPLER = ["--height", "32", "--width", "32", "--steps", "2", "--segment-frames", "5", "--overlap", "1",
            "--frames", "5", "--guidance-scale", "3"]
 OPTS = ["--pose-estimator", "none", "--segmenter", "motion", "--quiet"]
 
 
-def evaluate(argv, capsys=None) -> int:
-    spec = importlib.util.spec_from_file_location("evaluate_tool", ROOT / "tools" / "evaluate.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    try:
-        cli_main(mod.main, [str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
-    return 0
+def evaluate(argv) -> int:
+    return run_tool("tools/evaluate.py", argv)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A tiny converted base + VAE, an adapter run on them, text embeddings, and a 2-pair bench."""
-    from convert_testlib import tiny_transformer
-
-    from dreamactor_jax.text.store import TextEmbeddings, save_text_embeddings
-    from dreamactor_jax.train.checkpoint import Checkpointer
-    from dreamactor_jax.weights.convert import convert
-
     root = tmp_path_factory.mktemp("evalcli")
-    tiny_transformer(CFG, seed=0).save_pretrained(root / "hf_base")
-    convert(root / "hf_base", root / "base", dtype="fp32")
-    vcfg = VAEConfig.named("tiny", latent_channels=16)
-    n = len(vcfg.block_out_channels)
-    torch.manual_seed(0)
-    diffusers.AutoencoderKLHunyuanVideo(
-        latent_channels=16, block_out_channels=vcfg.block_out_channels,
-        down_block_types=("HunyuanVideoDownBlock3D",) * n, up_block_types=("HunyuanVideoUpBlock3D",) * n,
-        layers_per_block=vcfg.layers_per_block, norm_num_groups=vcfg.norm_num_groups).save_pretrained(root / "hf_vae")
-    convert(root / "hf_vae", root / "vae", dtype="fp32")
-    lora = lora_lib.init_lora(CFG, lora_lib.LoRAConfig(rank=4, alpha=4.0), jax.random.key(0))
-    lora = jax.tree_util.tree_map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(1), a.shape), lora)
-    config = {"variant": "pose", "model": {"name": "tiny-i2v-33ch", "guidance": 1.0}, "lora": {"rank": 4, "alpha": 4.0},
-              "base_checkpoint": str(root / "base"), "preprocess": {"vae_checkpoint": str(root / "vae"), "fps": 8.0}}
-    ck = Checkpointer(root / "run" / "checkpoints", {"model": CFG.to_diffusers_config()}, config=config, async_save=False)
-    ck.save(10, {"step": jnp.asarray(10, jnp.int32), "lora": lora}, force=True)
-    ck.close()
+    converted_tiny_base(root)
+    save_run(root / "run", run_config(root), random_adapter())
     rng = np.random.default_rng(0)
-    emb = TextEmbeddings(rng.standard_normal((1, 6, 32)).astype(np.float32), np.array([[1, 1, 1, 0, 0, 0]], np.int32),
-                         rng.standard_normal((1, 24)).astype(np.float32))
-    null = TextEmbeddings(rng.standard_normal((1, 6, 32)).astype(np.float32), np.array([[1, 0, 0, 0, 0, 0]], np.int32),
-                          rng.standard_normal((1, 24)).astype(np.float32))
-    save_text_embeddings(root / "text.safetensors", emb, ["prompt"], null=null, prompts=["a dancer"])
+    save_text(root / "text.safetensors", rng)  # "prompt" (a dancer) and the null prompt
 
     m = root / "media"
     m.mkdir()

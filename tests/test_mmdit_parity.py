@@ -32,15 +32,9 @@ VARIANTS = ["tiny-t2v", "tiny-i2v-16ch", "tiny-i2v-33ch"]
 
 def make_reference(cfg: MMDiTConfig, seed: int = 0):
     """diffusers model: default (random) init, plus random norm weights around 1 and nonzero biases."""
-    torch.manual_seed(seed)
-    model = diffusers.HunyuanVideoTransformer3DModel(**cfg.to_diffusers_config()).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 1 and "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.2 * torch.randn_like(p))
-            elif p.ndim == 1:
-                p.copy_(0.05 * torch.randn_like(p))
-    return model
+    from convert_testlib import tiny_transformer
+
+    return tiny_transformer(cfg, seed, matrices=False)
 
 
 def make_inputs(cfg: MMDiTConfig, seed: int = 1, frames: int = 3, height: int = 4, width: int = 6, text_len: int = 7):

@@ -3,7 +3,6 @@ converter, an adapter saved by the trainer's checkpointer), and its one-line err
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -14,86 +13,37 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dreamactor_jax import media  # noqa: E402
-from dreamactor_jax.models import lora as lora_lib  # noqa: E402
-from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
-from dreamactor_jax.models.vae import VAEConfig  # noqa: E402
 from dreamactor_jax.pose import PoseFrame, render_pose, standard_person  # noqa: E402
 from dreamactor_jax.sampling import inputs  # noqa: E402
-from dreamactor_jax.utils import cli_main  # noqa: E402
+
+from cli_testlib import run_tool  # noqa: E402
+from run_testlib import converted_tiny_base, random_adapter, run_config, save_run, save_text  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets"
-CFG = MMDiTConfig.named("tiny-i2v-33ch")
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("sample_tool", ROOT / "launch" / "sample.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
 
 
 def run(argv) -> int:
-    try:
-        cli_main(_tool(), [str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
-    return 0
-
-
-def _tiny_vae():
-    cfg = VAEConfig.named("tiny", latent_channels=16)
-    n = len(cfg.block_out_channels)
-    torch.manual_seed(0)
-    return diffusers.AutoencoderKLHunyuanVideo(
-        latent_channels=16, block_out_channels=cfg.block_out_channels,
-        down_block_types=("HunyuanVideoDownBlock3D",) * n, up_block_types=("HunyuanVideoUpBlock3D",) * n,
-        layers_per_block=cfg.layers_per_block, norm_num_groups=cfg.norm_num_groups)
-
-
-def _save_run(workdir: Path, config: dict, lora) -> None:
-    from dreamactor_jax.train.checkpoint import Checkpointer
-
-    ck = Checkpointer(workdir / "checkpoints", {"model": CFG.to_diffusers_config()}, config=config, async_save=False)
-    ck.save(10, {"step": jnp.asarray(10, jnp.int32), "lora": lora}, force=True)
-    ck.close()
+    return run_tool("launch/sample.py", argv)
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """Converted tiny base + VAE, a trained-looking adapter run, text embeddings and inputs."""
-    from convert_testlib import tiny_transformer
-
-    from dreamactor_jax.text.store import TextEmbeddings, save_text_embeddings
-    from dreamactor_jax.weights.convert import convert
-
     root = tmp_path_factory.mktemp("sample")
-    tiny_transformer(CFG, seed=0).save_pretrained(root / "hf_base")
-    convert(root / "hf_base", root / "base", dtype="fp32")
-    _tiny_vae().save_pretrained(root / "hf_vae")
-    convert(root / "hf_vae", root / "vae", dtype="fp32")
-
-    lcfg = lora_lib.LoRAConfig(rank=4, alpha=4.0)
-    lora = lora_lib.init_lora(CFG, lcfg, jax.random.key(0))
-    lora = jax.tree_util.tree_map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(1), a.shape), lora)
-    config = {"variant": "pose", "model": {"name": "tiny-i2v-33ch", "guidance": 1.0}, "lora": {"rank": 4, "alpha": 4.0},
-              "base_checkpoint": str(root / "base"), "preprocess": {"vae_checkpoint": str(root / "vae"), "fps": 8.0}}
-    _save_run(root / "run", config, lora)
-    _save_run(root / "random_run", {**config, "base_checkpoint": None}, lora)
-    _save_run(root / "e2e_run", {**config, "variant": "e2e"}, lora)
+    converted_tiny_base(root)
+    lora, config = random_adapter(), run_config(root)
+    save_run(root / "run", config, lora)
+    save_run(root / "random_run", {**config, "base_checkpoint": None}, lora)
+    save_run(root / "e2e_run", {**config, "variant": "e2e"}, lora)
 
     rng = np.random.default_rng(0)
-    emb = TextEmbeddings(rng.standard_normal((1, 6, 32)).astype(np.float32), np.array([[1, 1, 1, 0, 0, 0]], np.int32),
-                         rng.standard_normal((1, 24)).astype(np.float32))
-    null = TextEmbeddings(rng.standard_normal((1, 6, 32)).astype(np.float32), np.array([[1, 0, 0, 0, 0, 0]], np.int32),
-                          rng.standard_normal((1, 24)).astype(np.float32))
-    save_text_embeddings(root / "text.safetensors", emb, ["prompt"], null=null, prompts=["a dancer"])
+    save_text(root / "text.safetensors", rng)  # "prompt" (a dancer) and the null prompt
 
     Image.fromarray(rng.integers(0, 255, (60, 44, 3), np.uint8)).save(root / "ref.png")
     media.write_video(root / "driving.mp4", rng.integers(0, 255, (12, 48, 40, 3), np.uint8), 8.0)

@@ -24,7 +24,7 @@ def test_schedule_matches_diffusers(num_steps, shift):
     ref = _diffusers_scheduler(num_steps, shift)
     sig = scheduler.flow_sigmas(num_steps, shift)
     np.testing.assert_allclose(sig, ref.sigmas.numpy(), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(scheduler.timesteps_from_sigmas(sig), ref.timesteps.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(scheduler.timesteps_from_sigmas(sig[:-1]), ref.timesteps.numpy(), rtol=1e-6)
 
 
 def test_bad_schedule_arguments():

@@ -27,7 +27,7 @@ import logging
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "run config (configs/pose.py or configs/e2e.py)",
@@ -83,6 +83,8 @@ def main(argv) -> int:
     from dreamactor_jax.data import preprocess as pp
     from dreamactor_jax.models.config import MMDiTConfig
 
+    logging.getLogger("dreamactor_jax").setLevel(logging.INFO)
+
     c = _CONFIG.value
     p = c.preprocess
     cfg = pp.PreprocessConfig(variant=c.variant, min_frames=p.min_frames, max_frames=p.max_frames, fps=p.fps,
@@ -119,27 +121,8 @@ def main(argv) -> int:
     return 0
 
 
-def _run(argv):
-    from dreamactor_jax.utils import cli_main
-    logging.getLogger("dreamactor_jax").setLevel(logging.INFO)
-    cli_main(main, argv)
-
-
-def _parse_or_exit(argv) -> list[str]:
-    """Parses the flags once, so a bad flag or a mistyped --config.x key is one line and exit 2."""
-    try:
-        return flags.FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
-        msg = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split()).strip("'\"")
-        if "Traceback" in msg:  # an error raised by the config file: keep its last line
-            msg = msg.rsplit("Error: ", 1)[-1]
-        if isinstance(e, (AttributeError, KeyError)):
-            msg = f"no such config field '{msg}"
-        print(f"error: bad flag: {msg}", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    rest = _parse_or_exit(sys.argv)
-    app.run(_run, flags_parser=lambda _: rest)
+    from dreamactor_jax.utils import absl_main
+
+    absl_main(main)

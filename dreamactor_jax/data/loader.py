@@ -19,9 +19,9 @@ from typing import Iterable, Sequence
 import grain
 import numpy as np
 
-from dreamactor_jax.data.shards import ShardSource, list_shards
+from dreamactor_jax.data.shards import REQUIRED, ShardSource, list_shards
 
-BATCH_KEYS = ("target", "canvas", "mask", "text", "text_mask", "pooled")
+BATCH_KEYS = REQUIRED  # the model's arrays (`shards.RECORD_NDIM`)
 
 
 def epoch_plan(shapes: Sequence[tuple], global_batch: int, seed: int, epoch: int,

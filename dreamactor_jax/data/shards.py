@@ -41,7 +41,10 @@ from dreamactor_jax.utils import as_path, atomic_path, write_text_atomic
 SCHEMA_VERSION = 1
 MAGIC = b"DAJX"
 SHARD_SUFFIX = ".array_record"
-REQUIRED = ("target", "canvas", "mask", "text", "text_mask", "pooled")
+# The model's arrays of one record and their ranks (a batch adds a leading axis): the one list of the
+# batch keys, read by the loader, the trainer's batch shardings and the train step.
+RECORD_NDIM = {"target": 4, "canvas": 4, "mask": 4, "text": 2, "text_mask": 1, "pooled": 1}
+REQUIRED = tuple(RECORD_NDIM)
 _DTYPES = {
     "float32": np.dtype(np.float32),
     "float16": np.dtype(np.float16),

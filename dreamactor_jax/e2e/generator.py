@@ -48,10 +48,11 @@ def read_run_config(checkpoint: str | Path) -> dict:
 
 def checkpoint_fingerprint(checkpoint: str | Path, config: dict | None = None) -> dict:
     """Which adapter this is: folder, step, backbone, LoRA shape and a BLAKE2 hash of its saved state."""
-    from dreamactor_jax.sampling import loading
+    from dreamactor_jax import run_folder
 
-    folder, step = loading.find_step(checkpoint)
-    config = config if config is not None else loading.read_config(checkpoint)[0]
+    with run_folder.open_run(checkpoint) as run:
+        folder, step = run.folder, run.step
+        config = config if config is not None else run.config
     h = hashlib.blake2b(digest_size=16)
     state = folder / str(step) / "state"
     for f in sorted(p for p in state.rglob("*") if p.is_file()):

@@ -1,10 +1,11 @@
 """What sampling runs on: a trained adapter, the converted base it was trained on, and the VAE.
 
 `--checkpoint` is a training run (`launch/train.py --workdir`), its `checkpoints/` folder, or one
-step folder inside it. Its `meta` item holds the run's config: the variant (`pose` / `e2e`), the
-backbone (`model.name`), the LoRA shape, and where the converted base (`base_checkpoint`) and VAE
-(`preprocess.vae_checkpoint`) are; `--base` / `--vae` override those paths (moved folders). The
-adapter is merged into the base once (`models.lora.merge_lora`).
+step folder inside it, read through `run_folder` (opened once: `check` reads its meta, `load` its
+adapter). The meta holds the run's config: the variant (`pose` / `e2e`) and where the converted
+base (`base_checkpoint`) and VAE (`preprocess.vae_checkpoint`) are, which `--base` / `--vae`
+override (moved folders); and its fingerprint, the backbone and LoRA shape the adapter was trained
+with (`run_folder.architecture`). The adapter is merged into the base once (`models.lora.merge_lora`).
 
 Nothing here ever makes random weights: a run trained on a random base (a smoke run), a missing
 base or VAE folder, or no checkpoint at all is a ValueError that says which command to run first.
@@ -19,8 +20,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from dreamactor_jax.utils import as_path
+from dreamactor_jax import run_folder
 from dreamactor_jax.sampling import packed
+from dreamactor_jax.utils import as_path
 
 HOWTO = ("convert the backbone (python tools/convert_weights.py HunyuanVideo-I2V/transformer ckpt/base "
          "--variant i2v-33ch) and the VAE (python tools/convert_weights.py HunyuanVideo-I2V/vae ckpt/vae), "
@@ -46,56 +48,12 @@ def default_dtype() -> str:
     return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
-def find_step(path: str | Path) -> tuple[Path, int]:
-    """(the checkpoints folder, the step) for a workdir, its checkpoints/ folder or a step folder."""
-    p = as_path(path)  # local or gs://
-    if not p.exists():
-        raise ValueError(f"--checkpoint {p}: does not exist; {HOWTO}")
-    if (p / "checkpoints").is_dir():
-        p = p / "checkpoints"
-    if p.name.isdigit() and (p / "meta").exists():
-        return p.parent, int(p.name)
-    steps = sorted(int(c.name) for c in p.iterdir() if c.name.isdigit() and (c / "state").exists()) \
-        if p.is_dir() else []
-    if not steps:
-        raise ValueError(f"--checkpoint {p}: holds no trained adapter (no <step>/state folder); {HOWTO}")
-    return p, steps[-1]
-
-
 def read_config(path: str | Path) -> tuple[dict, int]:
     """(the run's config dict, step) of the latest (or given) checkpoint, without reading arrays."""
-    import orbax.checkpoint as ocp
-
     if packed.is_packed(path):  # a packed run (base, adapters and autoencoder in one folder)
         return packed.read_config(path)
-
-    folder, step = find_step(path)
-    mngr = ocp.CheckpointManager(folder.absolute(), item_names=("state", "data", "meta"))
-    try:
-        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-    except Exception as e:  # noqa: BLE001 - orbax raises many kinds; one line for the user
-        raise ValueError(f"--checkpoint {folder}/{step}: cannot read its meta ({str(e).splitlines()[0][:200]})") from None
-    finally:
-        mngr.close()
-    return dict(meta.get("config") or {}), step
-
-
-def read_adapter(path: str | Path) -> tuple[dict, dict, int]:
-    """(LoRA pytree, the run's config dict, step) of the latest (or given) checkpoint."""
-    import orbax.checkpoint as ocp
-
-    folder, step = find_step(path)
-    mngr = ocp.CheckpointManager(folder.absolute(), item_names=("state", "data", "meta"))
-    try:
-        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
-    except Exception as e:  # noqa: BLE001 - orbax raises many kinds; one line for the user
-        raise ValueError(f"--checkpoint {folder}/{step}: cannot read it ({str(e).splitlines()[0][:200]})") from None
-    finally:
-        mngr.close()
-    if "lora" not in state:
-        raise ValueError(f"--checkpoint {folder}/{step}: no adapter ('lora') in its state")
-    return state["lora"], dict(meta.get("config") or {}), step
+    with run_folder.open_run(path, howto=HOWTO) as run:
+        return run.config, run.step
 
 
 def _check_dir(flag: str, path: str | None, what: str, kind: str) -> Path:
@@ -128,13 +86,13 @@ class Plan:
     vae: Path
     mcfg: Any
     vcfg: Any
+    run: Any = dataclasses.field(default=None, repr=False)  # the open run_folder.RunCheckpoint: `load` reads its adapter
+    lcfg: Any = None          # the adapter's LoRAConfig (from the run's fingerprint)
 
 
 def check(checkpoint: str | Path | None, *, base: str | None = None, vae: str | None = None,
           dtype: str | None = None) -> Plan:
     """The adapter run, the converted base and the VAE exist and fit together (configs only)."""
-    from dreamactor_jax.weights.checkpoint import load_config
-
     if not checkpoint:
         raise ValueError(f"--checkpoint: not given, and sampling never uses random weights; {HOWTO}")
     if packed.is_packed(checkpoint):  # a packed run carries its own base and autoencoder
@@ -144,23 +102,30 @@ def check(checkpoint: str | Path | None, *, base: str | None = None, vae: str | 
         folder, _ = packed.resolve(checkpoint)
         mcfg = packed.model_config(packed.read_info(folder), dtype or default_dtype())
         return Plan(str(checkpoint), config, step, config["variant"], folder, folder, mcfg, None)
-    config, step = read_config(checkpoint)
+    run = run_folder.open_run(checkpoint, howto=HOWTO)
+    try:
+        return _check_run(run, checkpoint, base, vae, dtype)
+    except BaseException:
+        run.close()
+        raise
+
+
+def _check_run(run, checkpoint, base, vae, dtype) -> Plan:
+    from dreamactor_jax.weights.checkpoint import load_config
+
+    config, step = run.config, run.step
     variant = config.get("variant", "pose")
     base_dir = _check_dir("--base", base or config.get("base_checkpoint"), "backbone", "mmdit")
     vae_dir = _check_dir("--vae", vae or (config.get("preprocess") or {}).get("vae_checkpoint"), "VAE", "vae")
     dtype = dtype or default_dtype()
 
     mcfg = load_config(base_dir, dtype=dtype, param_dtype=dtype)
-    trained = (config.get("model") or {}).get("name")
-    if trained:
-        from dreamactor_jax.models.config import MMDiTConfig
-
-        want = MMDiTConfig.named(trained).to_diffusers_config()
-        have = mcfg.to_diffusers_config()
-        diffs = [k for k in want if _norm(want[k]) != _norm(have.get(k))]
-        if diffs:
-            raise ValueError(f"--base {base_dir}: not the backbone the adapter was trained on ({trained}): "
-                             + ", ".join(f"{k} {have.get(k)!r} vs {want[k]!r}" for k in diffs[:3]))
+    trained, lcfg = run.architecture()
+    diffs = run_folder.architecture_diffs(mcfg, trained)
+    if diffs:
+        name = (config.get("model") or {}).get("name") or "its fingerprint's"
+        raise ValueError(f"--base {base_dir}: not the backbone the adapter was trained on ({name}): "
+                         + ", ".join(diffs[:3]))
     if mcfg.in_channels != 2 * mcfg.out_channels + 1:
         raise ValueError(f"--base {base_dir}: in_channels {mcfg.in_channels}; the in-context input needs "
                          f"noise + condition + mask = {2 * mcfg.out_channels + 1}")
@@ -168,7 +133,7 @@ def check(checkpoint: str | Path | None, *, base: str | None = None, vae: str | 
     if vcfg.latent_channels != mcfg.out_channels:
         raise ValueError(f"--vae {vae_dir}: {vcfg.latent_channels} latent channels, the backbone takes "
                          f"{mcfg.out_channels}")
-    return Plan(str(checkpoint), config, step, variant, base_dir, vae_dir, mcfg, vcfg)
+    return Plan(str(checkpoint), config, step, variant, base_dir, vae_dir, mcfg, vcfg, run, lcfg)
 
 
 def load(checkpoint: str | Path | None, *, base: str | None = None, vae: str | None = None,
@@ -180,11 +145,10 @@ def load(checkpoint: str | Path | None, *, base: str | None = None, vae: str | N
     plan = plan or check(checkpoint, base=base, vae=vae, dtype=dtype)
     if packed.is_packed(plan.checkpoint):
         return packed.load(plan.checkpoint, dtype=str(plan.mcfg.dtype))
-    lora, config, step = read_adapter(plan.checkpoint)
-    variant, base_dir, vae_dir, mcfg, vcfg = plan.variant, plan.base, plan.vae, plan.mcfg, plan.vcfg
-    dtype = str(mcfg.dtype)
-
-    lcfg = lora_lib.LoRAConfig(**dict(config.get("lora") or {}))
+    with plan.run:  # opened by `check`: its meta read there, the adapter now, then closed
+        lora = plan.run.read_lora()
+    config, step, variant, base_dir, vae_dir = plan.config, plan.step, plan.variant, plan.base, plan.vae
+    mcfg, vcfg, lcfg, dtype = plan.mcfg, plan.vcfg, plan.lcfg, str(plan.mcfg.dtype)
     params = load_params(base_dir, dtype=jnp.dtype(dtype))
     try:
         donate = () if jax.default_backend() == "cpu" else (0,)  # reuse the base's buffers on GPU/TPU
@@ -195,5 +159,15 @@ def load(checkpoint: str | Path | None, *, base: str | None = None, vae: str | N
     return Loaded(mcfg, params, vcfg, vparams, variant, config, step, str(base_dir), str(vae_dir))
 
 
-def _norm(x):
-    return list(x) if isinstance(x, (list, tuple)) else x
+def codec(run, tiling=None) -> tuple[Any, Any]:
+    """(encode, decode) of a loaded run: its VAE (`tiling`: a `vae_tiling.Tiling`, None keeps the VAE
+    config's) or, for a packed run without one, the pack's own autoencoder."""
+    from dreamactor_jax.models import vaes
+
+    if run.vcfg is None:  # a packed run's own autoencoder (e.g. the toy model's exact Haar transform)
+        return run.encode, run.decode
+    vcfg = run.vcfg if tiling is None else dataclasses.replace(run.vcfg, tiling=tiling)
+    if jax.default_backend() == "cpu" and (run.config.get("train") or {}).get("fast_compile"):
+        vcfg = dataclasses.replace(vcfg, xla_options=(("xla_backend_optimization_level", 0),))  # smoke runs
+    vae = vaes.module_for(vcfg)  # models.vae or models.vae15 (HunyuanVideo-1.5), by the VAE's config
+    return (lambda x: vae.encode_latents(run.vparams, vcfg, x)), (lambda z: vae.decode_latents(run.vparams, vcfg, z))

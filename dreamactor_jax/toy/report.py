@@ -18,6 +18,7 @@ way from the exact target's (the ceiling) to that of X's look on the driver's bo
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -117,9 +118,10 @@ def strong_bar(scores: dict[str, dict[str, float]], ceiling: dict[str, float],
 
 
 def main(argv=None) -> int:
-    if not argv:
-        raise ValueError("usage: python -m dreamactor_jax.toy.report METRICS_JSON")
-    path = Path(argv[0])
+    ap = argparse.ArgumentParser(prog="python -m dreamactor_jax.toy.report",
+                                 description="Prints a toy demo's metric tables and its issue-9 / issue-18 bars.")
+    ap.add_argument("metrics", help="the demo's metrics.json")
+    path = Path(ap.parse_args(argv).metrics)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such metrics file")
     m = json.loads(path.read_text())

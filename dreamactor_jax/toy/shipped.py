@@ -15,7 +15,6 @@ import json
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 from ml_collections import ConfigDict
 
@@ -77,6 +76,8 @@ def check_scores(model_dir: str | Path = SHIPPED, cases: int | None = None, step
     """Per-case scores of the prior and each adapter on the first held-out cases, sampled in float32 at
     full matmul precision (so any machine gets the same numbers up to rounding): what the card's
     `check` holds and the test recomputes. Defaults: the config's `ship.check_cases/check_steps`."""
+    import jax
+
     from dreamactor_jax.toy.evaluate import evaluate_adapter, evaluate_baselines
     from dreamactor_jax.toy.world import WorldConfig, heldout_cases
 
@@ -102,6 +103,8 @@ def run_demo(out: Path, model_dir: str | Path = SHIPPED, *, cases: int | None = 
     `ceiling`, `times.total_s`), grid.png (per case: driving pose, target, still, prior, adapters)
     and demo.mp4 (reference | driving | each adapter | ground truth, 4x upscaled) into `out`.
     """
+    import jax
+
     from dreamactor_jax.toy.evaluate import (evaluate_adapter, evaluate_baselines, frame_grid, motion_inputs,
                                              save_png, score)
     from dreamactor_jax.toy.world import WorldConfig, heldout_cases

@@ -28,6 +28,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from dreamactor_jax import run_folder
 from dreamactor_jax.utils import resolve_path
 
 log = logging.getLogger("dreamactor_jax.train")
@@ -55,15 +56,13 @@ class Checkpointer:
         self.fingerprint = dict(fingerprint)
         self.data_fingerprint = None if data_fingerprint is None else json_normal(data_fingerprint)
         self.config = dict(config or {})
-        self.mngr = ocp.CheckpointManager(
+        self.mngr = run_folder.manager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                                 enable_async_checkpointing=async_save,
-                                                 # only the run that writes here may remove the
-                                                 # temporary folders of its killed saves (a reader,
-                                                 # e.g. a warm start, could race a live save)
-                                                 cleanup_tmp_directories=writer),
-            item_names=("state", "data", "meta"))
+            ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
+                                         # only the run that writes here may remove the temporary
+                                         # folders of its killed saves (a reader, e.g. a warm start,
+                                         # could race a live save)
+                                         cleanup_tmp_directories=writer))
 
     def latest_step(self) -> int | None:
         return self.mngr.latest_step()
@@ -72,7 +71,7 @@ class Checkpointer:
         return list(self.mngr.all_steps())
 
     def meta(self, step: int) -> dict:
-        return self.mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        return run_folder.restore_meta(self.mngr, step)
 
     def check_compatible(self, step: int) -> None:
         """Raises ValueError if checkpoint `step` was made with another model/LoRA config."""
@@ -144,25 +143,14 @@ def restore_lora(directory: str | Path, fingerprint: Mapping, shardings: Any = N
     The fingerprint must match (same backbone and LoRA shape and targets), else a one-line
     ValueError naming the differences; optimizer state and step are not taken.
     """
-    d = resolve_path(directory)
-    if (d / "checkpoints").is_dir():
-        d = d / "checkpoints"
-    if not d.is_dir():
+    if not resolve_path(directory).is_dir():
         raise FileNotFoundError(f"init_lora {directory}: no such checkpoint folder")
-    ck = Checkpointer(d, fingerprint, async_save=False)
-    try:
-        step = ck.latest_step()
-        if step is None:
-            raise ValueError(f"init_lora {directory}: holds no checkpoint")
-        meta = ck.mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        diffs = diff_fingerprints(json_normal(meta.get("fingerprint", {})), json_normal(fingerprint))
+    with run_folder.open_run(directory, what="init_lora") as run:
+        diffs = diff_fingerprints(json_normal(run.fingerprint), json_normal(fingerprint))
         if diffs:
-            raise ValueError(f"init_lora {directory}: its adapter (step {step}) does not fit this run "
+            raise ValueError(f"init_lora {directory}: its adapter (step {run.step}) does not fit this run "
                              f"({'; '.join(diffs[:3])}); warm-start from a run with the same model and lora settings")
-        state = ck.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
-    finally:
-        ck.close()
-    lora = state["lora"]
+        lora = run.read_lora()
     if shardings is not None:
         lora = jax.device_put(lora, shardings)
     return lora

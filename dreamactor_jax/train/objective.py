@@ -5,8 +5,8 @@ The backbone we fine-tune (HunyuanVideo; Seedance 1.0 likewise) is a rectified-f
 train in *its* parameterisation, which is what the pretrained weights and the sampler expect
 (checked against diffusers' `FlowMatchEulerDiscreteScheduler` and the HunyuanVideo pipelines):
 
-    x_t = (1 - sigma) * x0 + sigma * noise          (`scale_noise`)
-    timestep = sigma * 1000                         (`timesteps = sigmas * num_train_timesteps`)
+    x_t = (1 - sigma) * x0 + sigma * noise          (`scale_noise`; `flow.add_noise`)
+    timestep = sigma * 1000                         (`flow.timesteps_from_sigmas`)
     v_target = noise - x0 = d x_t / d sigma         (Euler: x_next = x + (sigma_next - sigma) * v)
 
 and minimise `|| v_target - v_theta(x_t, c, t) ||^2`. Both are the same family of denoising
@@ -29,6 +29,11 @@ import math
 
 import jax
 import jax.numpy as jnp
+
+from dreamactor_jax.flow import add_noise, shift_sigma, timesteps_from_sigmas, velocity_target
+
+__all__ = ["FlowConfig", "add_noise", "flow_loss", "region_weights", "sample_sigmas", "shift_sigma",
+           "timesteps_from_sigmas", "velocity_target"]
 
 SAMPLINGS = ("uniform", "logit_normal", "mode")
 REGIONS = ("canvas", "target")
@@ -56,11 +61,6 @@ class FlowConfig:
             raise ValueError(f"objective.logit_std {self.logit_std}: must be > 0")
 
 
-def shift_sigma(u: jax.Array, shift: float) -> jax.Array:
-    """The backbone's time shift (diffusers: `shift * s / (1 + (shift - 1) * s)`)."""
-    return shift * u / (1.0 + (shift - 1.0) * u)
-
-
 def sample_sigmas(key: jax.Array, batch: int, cfg: FlowConfig) -> jax.Array:
     """Noise levels sigma in (0, 1), shape [batch], float32."""
     if cfg.sampling == "logit_normal":
@@ -70,26 +70,6 @@ def sample_sigmas(key: jax.Array, batch: int, cfg: FlowConfig) -> jax.Array:
         if cfg.sampling == "mode":
             u = 1.0 - u - cfg.mode_scale * (jnp.cos(math.pi * u / 2.0) ** 2 - 1.0 + u)
     return shift_sigma(u, cfg.shift).astype(jnp.float32)
-
-
-def _bcast(sigma: jax.Array, x: jax.Array) -> jax.Array:
-    return sigma.reshape(sigma.shape + (1,) * (x.ndim - sigma.ndim)).astype(x.dtype)
-
-
-def add_noise(x0: jax.Array, noise: jax.Array, sigma: jax.Array) -> jax.Array:
-    """`x_t = (1 - sigma) x0 + sigma noise`, sigma [B] broadcast over the latent [B, T', H', W', C]."""
-    s = _bcast(sigma, x0)
-    return (1.0 - s) * x0 + s * noise
-
-
-def velocity_target(x0: jax.Array, noise: jax.Array) -> jax.Array:
-    """What the backbone predicts: `noise - x0`."""
-    return noise - x0
-
-
-def timesteps_from_sigmas(sigma: jax.Array) -> jax.Array:
-    """The model's timestep input (diffusers convention): `sigma * 1000`."""
-    return sigma * 1000.0
 
 
 def region_weights(latent_width: int, region: str) -> jax.Array:

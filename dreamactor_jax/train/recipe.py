@@ -62,6 +62,7 @@ def base_config(variant: str = "pose") -> ConfigDict:
         keep=3,                               # checkpoints kept (keep-N)
         tensorboard=True,
         fast_compile=False,                   # CPU only: XLA -O0 (smoke runs, tests)
+        grad_accum=1,                         # micro-batches per step (memory of global_batch / grad_accum)
     ))
     c.preprocess = ConfigDict(dict(
         min_frames=49, max_frames=121, fps=24.0, height=480, width=832,   # one half of the canvas

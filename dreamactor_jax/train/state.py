@@ -20,6 +20,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dreamactor_jax import sharding
+from dreamactor_jax.data.shards import RECORD_NDIM
+from dreamactor_jax.run_folder import architecture_diffs
 from dreamactor_jax.models import lora as lora_lib
 from dreamactor_jax.models import mmdit
 from dreamactor_jax.models.config import MMDiTConfig
@@ -37,6 +39,7 @@ class RunSpec:
     flow: FlowConfig
     optim: OptimConfig
     guidance: float | None = None   # embedded guidance scale (guidance-distilled backbones only)
+    grad_accum: int = 1             # micro-batches per step: gradients summed over them, one update
 
 
 def run_spec(config) -> RunSpec:
@@ -49,7 +52,10 @@ def run_spec(config) -> RunSpec:
     flow = FlowConfig(**dict(config.objective))
     optim = OptimConfig(**dict(config.optim))
     guidance = float(m.guidance) if mcfg.guidance_embeds else None
-    return RunSpec(mcfg, lcfg, flow, optim, guidance)
+    accum = int(config.train.get("grad_accum", 1))
+    if accum < 1:
+        raise ValueError(f"train.grad_accum: must be 1 or more, got {accum}")
+    return RunSpec(mcfg, lcfg, flow, optim, guidance, accum)
 
 
 def fingerprint(spec: RunSpec) -> dict:
@@ -71,32 +77,22 @@ def base_shardings(mcfg: MMDiTConfig, mesh: Mesh) -> Any:
     return sharding.tree_shardings(mmdit.param_axes(mcfg), mesh)
 
 
-def _lora_leaf_axes(mcfg: MMDiTConfig, shape: tuple[int, ...]) -> tuple:
-    """Logical axes of one LoRA factor by its sizes: hidden -> embed, mlp -> mlp, rank -> lora_rank."""
-    names = {mcfg.hidden_size: "embed", mcfg.mlp_dim: "mlp"}
-    axes = [names.get(d, "lora_rank") for d in shape[-2:]]
-    return ("layers",) * (len(shape) - 2) + tuple(axes)
-
-
-def lora_shardings(spec: RunSpec, mesh: Mesh, abstract_lora: Any) -> Any:
-    if hasattr(lora_lib, "lora_axes"):
-        return sharding.tree_shardings(lora_lib.lora_axes(spec.model, spec.lora), mesh)
-    return jax.tree.map(lambda a: NamedSharding(mesh, sharding.logical_to_spec(
-        _lora_leaf_axes(spec.model, a.shape), mesh=mesh)), abstract_lora)
+def lora_shardings(spec: RunSpec, mesh: Mesh) -> Any:
+    return sharding.tree_shardings(lora_lib.lora_axes(spec.model, spec.lora), mesh)
 
 
 def batch_shardings(mesh: Mesh) -> dict:
     """Batch arrays: the leading axis over (data, fsdp), the rest replicated."""
     def sh(ndim):
         return NamedSharding(mesh, sharding.logical_to_spec(("batch",) + (None,) * (ndim - 1), mesh=mesh))
-    return {"target": sh(5), "canvas": sh(5), "mask": sh(5), "text": sh(3), "text_mask": sh(2), "pooled": sh(2)}
+    return {k: sh(ndim + 1) for k, ndim in RECORD_NDIM.items()}
 
 
 def state_shardings(spec: RunSpec, mesh: Mesh) -> tuple[Any, Any]:
     """(abstract state with shardings attached, state shardings)."""
     optimizer = make_optimizer(spec.optim)
     abstract = jax.eval_shape(functools.partial(_init_state, spec), jax.random.PRNGKey(0))
-    lsh = lora_shardings(spec, mesh, abstract["lora"])
+    lsh = lora_shardings(spec, mesh)
     osh = optax.tree_map_params(optimizer, lambda _, s: s, abstract["opt_state"], lsh,
                                 transform_non_params=lambda _: replicated(mesh))
     shardings = {"step": replicated(mesh), "lora": lsh, "opt_state": osh, "rng": replicated(mesh)}
@@ -161,14 +157,8 @@ def load_base(path: str | Path, mcfg: MMDiTConfig, mesh: Mesh) -> dict:
     path = as_path(path)  # local or gs://
     if not path.exists():
         raise FileNotFoundError(f"base_checkpoint {path}: does not exist")
-    saved = load_config(path).to_diffusers_config()
-    want = mcfg.to_diffusers_config()
-    diffs = [k for k in want if _norm(saved.get(k)) != _norm(want[k])]
+    diffs = architecture_diffs(load_config(path), mcfg)
     if diffs:
-        raise ValueError(f"base_checkpoint {path}: architecture differs from config.model "
-                         f"({', '.join(f'{k}: {saved.get(k)!r} vs {want[k]!r}' for k in diffs[:4])})")
+        raise ValueError(f"base_checkpoint {path}: architecture differs from config.model ({', '.join(diffs[:4])})")
     return load_params(path, base_shardings(mcfg, mesh), dtype=jnp.dtype(mcfg.param_dtype))
 
-
-def _norm(x):
-    return list(x) if isinstance(x, (list, tuple)) else x

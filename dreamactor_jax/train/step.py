@@ -18,6 +18,7 @@ import optax
 from jax.sharding import Mesh
 
 from dreamactor_jax import sharding
+from dreamactor_jax.data.shards import REQUIRED
 from dreamactor_jax.incontext import stack_channels
 from dreamactor_jax.models import mmdit
 from dreamactor_jax.train import objective as obj
@@ -25,7 +26,7 @@ from dreamactor_jax.train.optim import lr_schedule, make_optimizer
 from dreamactor_jax.train.state import (RunSpec, base_shardings, batch_shardings, compiler_options, replicated,
                                         state_shardings)
 
-MODEL_KEYS = ("target", "canvas", "mask", "text", "text_mask", "pooled")
+MODEL_KEYS = REQUIRED  # the batch keys (`data.shards.RECORD_NDIM`)
 
 
 def loss_fn(lora: Any, base: Any, batch: dict, key: jax.Array, spec: RunSpec) -> tuple[jax.Array, dict]:
@@ -51,9 +52,41 @@ def eval_loss(lora: Any, base: Any, batch: dict, key: jax.Array, spec: RunSpec) 
     return loss_fn(lora, base, batch, key, spec)[0]
 
 
+def micro_batches(batch: dict, k: int) -> dict:
+    """[B, ...] -> [k, B/k, ...]: micro-batch i holds examples i, i+k, i+2k, ... so that, with the batch
+    sharded in contiguous blocks over the devices, every micro-batch keeps each device's share local."""
+    def split(a):
+        b = a.shape[0]
+        return jnp.swapaxes(a.reshape((b // k, k) + a.shape[1:]), 0, 1)
+    return jax.tree.map(split, batch)
+
+
+def loss_and_grads(lora: Any, base: Any, batch: dict, key: jax.Array, spec: RunSpec) -> tuple:
+    """((loss, aux), grads) of one step. With `spec.grad_accum` = k > 1 the batch runs as k micro-batches
+    in a `lax.scan` (activations of one micro-batch alive at a time; micro-batch i draws its noise from
+    `fold_in(key, i)`), and loss and gradients are the means over them: the same as one batch of B when
+    the loss is a mean over examples, at the memory of B/k."""
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    k = spec.grad_accum
+    if k == 1:
+        return grad_fn(lora, base, batch, key, spec)
+
+    def body(carry, xs):
+        i, micro = xs
+        (loss, aux), grads = grad_fn(lora, base, micro, jax.random.fold_in(key, i), spec)
+        loss_sum, grad_sum = carry
+        return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), aux["sigma"]
+
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), lora)
+    (loss_sum, grad_sum), sigmas = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros),
+                                                (jnp.arange(k), micro_batches(batch, k)))
+    grads = jax.tree.map(lambda g, p: (g / k).astype(p.dtype), grad_sum, lora)
+    return (loss_sum / k, {"sigma": sigmas.reshape(-1)}), grads
+
+
 def train_step(state: dict, base: Any, batch: dict, spec: RunSpec) -> tuple[dict, dict]:
     key = jax.random.fold_in(state["rng"], state["step"])
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["lora"], base, batch, key, spec)
+    (loss, aux), grads = loss_and_grads(state["lora"], base, batch, key, spec)
     gnorm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
     optimizer = make_optimizer(spec.optim)

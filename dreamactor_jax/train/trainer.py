@@ -1,5 +1,5 @@
-"""The training loop: one linear `train(config, workdir)` in sections (mesh, input, model, state,
-checkpoint, loop), called by `launch/train.py` and by the tests."""
+"""The training loop: `train(config, workdir)` in pieces (mesh, input, base, state from a checkpoint
+or fresh, the loop with its progress log and stop report), called by `launch/train.py` and the tests."""
 
 from __future__ import annotations
 
@@ -88,6 +88,124 @@ def _resume_checks(ckpt: Checkpointer, step: int, allow_data_change: bool) -> No
         log.warning("resuming with changed data (resume.allow_data_change): %s", "; ".join(changes))
 
 
+def _mesh(config, spec: st.RunSpec):
+    """The device mesh, checked against the batch: (mesh, data-parallel ways)."""
+    mesh = sharding.make_mesh(dict(config.mesh))
+    data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    if config.data.global_batch % (data_ways * spec.grad_accum):
+        raise ValueError(f"data.global_batch {config.data.global_batch}: must divide by the mesh's "
+                         f"data x fsdp size {data_ways} times train.grad_accum {spec.grad_accum}")
+    return mesh, data_ways
+
+
+def _input(config, spec: st.RunSpec, workdir: Path, mesh) -> tuple[list[Path], Any]:
+    """(the shard files, this process's batch iterator): the configured shards, or synthetic ones."""
+    shards = config.data.shards
+    if shards is None:
+        if not config.data.synthetic:
+            raise ValueError("data.shards: not set (a folder of shards from tools/preprocess.py), "
+                             "and data.synthetic is off")
+        shards = _synthetic_shards(config, spec, workdir)
+    shard_paths = list_shards(shards)  # an unfinished shard or partial set is an error here
+    ds = make_dataset(shard_paths, global_batch=config.data.global_batch, seed=config.data.seed,
+                      process_index=jax.process_index(), process_count=jax.process_count(),
+                      num_threads=config.data.num_threads, prefetch=config.data.prefetch,
+                      worker_count=config.data.worker_count)
+    # every process logs its share (launch/tpu and launch/slurm keep one log per host)
+    log.info("%s; per-host batch %d of global %d (slice %d of every batch); reads records from %d shards "
+             "(%s .. %s) by index", sharding.describe(mesh), config.data.global_batch // jax.process_count(),
+             config.data.global_batch, jax.process_index(), len(shard_paths), shard_paths[0].name,
+             shard_paths[-1].name)
+    return shard_paths, iter(ds)
+
+
+def _initial_state(config, spec: st.RunSpec, mesh, ckpt: Checkpointer, data_iter) -> tuple[dict, int | None]:
+    """(the train state, the step resumed from or None): the run's latest checkpoint (with the data
+    position), else a fresh state, its adapter warm-started from `init_lora` when given."""
+    abstract, state_sh = st.state_shardings(spec, mesh)
+    resumed_from = ckpt.latest_step()
+    if resumed_from is not None:
+        ckpt.check_compatible(resumed_from)
+        _resume_checks(ckpt, resumed_from, bool((config.get("resume") or {}).get("allow_data_change", False)))
+        state = ckpt.restore(abstract, data_iter, step=resumed_from)
+        log.info("resumed from %s/%d", ckpt.directory, resumed_from)
+        return state, resumed_from
+    warm = None
+    if config.init_lora:
+        warm = restore_lora(config.init_lora, ckpt.fingerprint, state_sh["lora"])
+        log.info("adapter warm-started from %s (its weights only: fresh optimizer state, step 0)", config.init_lora)
+    elif config.get("variant") == "e2e":
+        log.warning("no init_lora: the end-to-end adapter starts from zero (the paper warm-starts it "
+                    "from a pose run: --config.init_lora=runs/pose)")
+    k_state = jax.random.split(jax.random.PRNGKey(config.seed))[1]
+    return st.init_state(spec, k_state, mesh, lora=warm, fast_compile=config.train.fast_compile), None
+
+
+class _Progress:
+    """Checks each step's metrics (the NaN guard), records them, and logs every `log_every` steps
+    (tensorboard and `on_step` on process 0) with the time per step since the last log."""
+
+    def __init__(self, config, workdir: Path, step: int, stop: int, on_step):
+        self.total, self.stop, self.every = int(config.train.steps), stop, int(config.train.log_every)
+        self.is_main, self.on_step = jax.process_index() == 0, on_step
+        self.losses, self.batches = [], []
+        self.t_start = self.t_last = time.perf_counter()
+        self.s_last, self.compiled = step, False
+        self.writer = None
+        if self.is_main and config.train.tensorboard:
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(str(workdir / "tensorboard"))
+
+    def first_step_done(self, step: int, metrics) -> None:
+        """After this process's first step (its compilation): restarts the clock."""
+        self.compiled = True
+        jax.block_until_ready(metrics)
+        self.t_last, self.s_last = time.perf_counter(), step
+        if self.is_main:
+            log.info("first step (with compilation) done in %.1f s", self.t_last - self.t_start)
+
+    def record(self, step: int, metrics, indices: np.ndarray, tokens: int) -> None:
+        m = _check_metrics(metrics, step, indices)
+        self.losses.append(m["loss"])
+        self.batches.append(indices.tolist())
+        if step % self.every and step != self.stop:
+            return
+        now = time.perf_counter()
+        rate = "first step (timed with compilation above)"
+        if step > self.s_last:  # the first step's clock was restarted after it: no rate of its own
+            dt = (now - self.t_last) / (step - self.s_last)
+            m["step_time_s"], m["tokens_per_s"] = dt, tokens / dt
+            rate = f"{dt:.3f} s/step  {tokens / dt:.0f} tokens/s"
+        self.t_last, self.s_last = now, step
+        if not self.is_main:
+            return
+        log.info("step %d/%d  loss %.5f  grad_norm %.4g  lr %.3g  %s",
+                 step, self.total, m["loss"], m["grad_norm"], m["lr"], rate)
+        if self.writer is not None:
+            for k, v in m.items():
+                self.writer.add_scalar(f"train/{k}", v, step)
+            self.writer.flush()
+        if self.on_step is not None:
+            self.on_step(step, m)
+
+
+def _report_stop(e: BaseException, ckpt: Checkpointer, step: int, micro_batch: int) -> None:
+    """Whatever ended the loop early: finishes (or discards) the save in flight and says which step
+    is the last committed one; a NaN loss is raised again with it."""
+    committed = ckpt.finish()
+    saved = f"step {committed}" if committed is not None else "none"
+    if isinstance(e, NonFiniteLossError):
+        raise NonFiniteLossError(f"{e}; last checkpoint: {saved}") from None
+    log.error("training stopped by %s at step %d; last checkpoint: %s (re-run to resume from it)",
+              type(e).__name__, step, saved)
+    if "RESOURCE_EXHAUSTED" in str(e):
+        log.error("out of device memory at a micro-batch of %d clip(s) per device: raise "
+                  "--config.train.grad_accum (same global batch, less memory), shard over more devices "
+                  "(--config.mesh.fsdp), or keep --config.model.remat_policy=full; on GPU, "
+                  "XLA_PYTHON_CLIENT_MEM_FRACTION (launch/train.py sets 0.95 when unset) caps what JAX takes",
+                  micro_batch)
+
+
 def train(config, workdir: str | Path, *, stop_after: int | None = None,
           on_step: Callable[[int, dict], Any] | None = None) -> dict:
     """Trains (or resumes) the run in `workdir`.
@@ -106,103 +224,26 @@ def train(config, workdir: str | Path, *, stop_after: int | None = None,
     spec = st.run_spec(config)
     total = int(config.train.steps)
     is_main = jax.process_index() == 0
-
-    # ---------------- mesh ----------------
-    mesh = sharding.make_mesh(dict(config.mesh))
-    data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
-    if config.data.global_batch % data_ways:
-        raise ValueError(f"data.global_batch {config.data.global_batch}: must divide by the mesh's "
-                         f"data x fsdp size {data_ways}")
-
-    # ---------------- input ----------------
-    shards = config.data.shards
-    if shards is None:
-        if not config.data.synthetic:
-            raise ValueError("data.shards: not set (a folder of shards from tools/preprocess.py), "
-                             "and data.synthetic is off")
-        shards = _synthetic_shards(config, spec, workdir)
-    shard_paths = list_shards(shards)  # an unfinished shard or partial set is an error here
-    ds = make_dataset(shard_paths, global_batch=config.data.global_batch, seed=config.data.seed,
-                      process_index=jax.process_index(), process_count=jax.process_count(),
-                      num_threads=config.data.num_threads, prefetch=config.data.prefetch,
-                      worker_count=config.data.worker_count)
-    data_iter = iter(ds)
-    # every process logs its share (launch/tpu and launch/slurm keep one log per host)
-    log.info("%s; per-host batch %d of global %d (slice %d of every batch); reads records from %d shards "
-             "(%s .. %s) by index", sharding.describe(mesh), config.data.global_batch // jax.process_count(),
-             config.data.global_batch, jax.process_index(), len(shard_paths), shard_paths[0].name,
-             shard_paths[-1].name)
-
-    # ---------------- model (frozen base) ----------------
-    base = make_base(config, spec, mesh)
-    k_state = jax.random.split(jax.random.PRNGKey(config.seed))[1]
-
-    # ---------------- state + checkpoint ----------------
-    abstract, state_sh = st.state_shardings(spec, mesh)
+    mesh, data_ways = _mesh(config, spec)
+    shard_paths, data_iter = _input(config, spec, workdir, mesh)
+    base = make_base(config, spec, mesh)  # the frozen base
     fp = st.fingerprint(spec)
     ckpt = Checkpointer(workdir / "checkpoints", fp, config=config.to_dict(), keep=config.train.keep,
                         data_fingerprint=data_fingerprint(config, shard_paths), writer=True)
-    resumed_from = ckpt.latest_step()
-    if resumed_from is not None:
-        ckpt.check_compatible(resumed_from)
-        _resume_checks(ckpt, resumed_from, bool((config.get("resume") or {}).get("allow_data_change", False)))
-        state = ckpt.restore(abstract, data_iter, step=resumed_from)
-        log.info("resumed from %s/checkpoints/%d", workdir, resumed_from)
-    else:
-        warm = None
-        if config.init_lora:
-            warm = restore_lora(config.init_lora, fp, state_sh["lora"])
-            log.info("adapter warm-started from %s (its weights only: fresh optimizer state, step 0)",
-                     config.init_lora)
-        elif config.get("variant") == "e2e":
-            log.warning("no init_lora: the end-to-end adapter starts from zero (the paper warm-starts it "
-                        "from a pose run: --config.init_lora=runs/pose)")
-        state = st.init_state(spec, k_state, mesh, lora=warm, fast_compile=config.train.fast_compile)
+    state, resumed_from = _initial_state(config, spec, mesh, ckpt, data_iter)
     step = int(jax.device_get(state["step"]))
-
-    # ---------------- update ----------------
     train_step = make_train_step(spec, mesh, bool(config.train.fast_compile))
-    writer = None
-    if is_main and config.train.tensorboard:
-        from tensorboardX import SummaryWriter
-        writer = SummaryWriter(str(workdir / "tensorboard"))
-    n_lora = sum(math.prod(a.shape) for a in jax.tree.leaves(state["lora"]))
-    if is_main:
-        log.info("model %s, %d adapter params (rank %s), mesh %s, %d processes, steps %d -> %d",
-                 config.model.name, n_lora, config.lora.rank, dict(mesh.shape), jax.process_count(),
-                 step, total)
-
-    # ---------------- loop ----------------
-    losses, batches, t_last, s_last = [], [], time.perf_counter(), step
-    t_start, first, preempted = t_last, True, False
     stop = total if stop_after is None else min(total, stop_after)
-
-    def settle(metrics, indices, tokens) -> None:
-        """Checks the step's metrics (NaN guard), records and logs them."""
-        nonlocal t_last, s_last
-        m = _check_metrics(metrics, step, indices)
-        losses.append(m["loss"])
-        batches.append(indices.tolist())
-        if step % config.train.log_every == 0 or step == stop:
-            now = time.perf_counter()
-            dt = (now - t_last) / max(step - s_last, 1)
-            t_last, s_last = now, step
-            m["step_time_s"] = dt
-            m["tokens_per_s"] = tokens / dt
-            if is_main:
-                log.info("step %d/%d  loss %.5f  grad_norm %.4g  lr %.3g  %.3f s/step  %.0f tokens/s",
-                         step, total, m["loss"], m["grad_norm"], m["lr"], dt, m["tokens_per_s"])
-                if writer is not None:
-                    for k, v in m.items():
-                        writer.add_scalar(f"train/{k}", v, step)
-                    writer.flush()
-                if on_step is not None:
-                    on_step(step, m)
+    progress = _Progress(config, workdir, step, stop, on_step)
+    if is_main:
+        n_lora = sum(math.prod(a.shape) for a in jax.tree.leaves(state["lora"]))
+        log.info("model %s, %d adapter params (rank %s), mesh %s, %d processes, steps %d -> %d",
+                 config.model.name, n_lora, config.lora.rank, dict(mesh.shape), jax.process_count(), step, total)
 
     # One step at a time: the step's metrics are read before the next is dispatched, so the NaN
     # guard, the stop flag (agreed by all processes every step) and the data position all refer to
     # the same step. At full size a step takes seconds; the host gap between steps is milliseconds.
-    guard = PreemptionGuard()
+    guard, preempted = PreemptionGuard(), False
     try:
         with guard:
             while step < stop:
@@ -210,35 +251,26 @@ def train(config, workdir: str | Path, *, stop_after: int | None = None,
                 batch = global_batch(local, mesh)
                 state, metrics = train_step(state, base, batch)
                 step += 1
-                if first:  # the first step of this process: compile time
-                    first = False
-                    jax.block_until_ready(metrics)
-                    t_last, s_last = time.perf_counter(), step
-                    if is_main:
-                        log.info("first step (with compilation) done in %.1f s", t_last - t_start)
-                settle(metrics, local["index"], batch_tokens(batch["target"].shape, spec))
+                if not progress.compiled:
+                    progress.first_step_done(step, metrics)
+                progress.record(step, metrics, local["index"], batch_tokens(batch["target"].shape, spec))
                 preempted = guard.should_stop()
                 if step % config.train.checkpoint_every == 0 or step == stop or preempted:
                     ckpt.save(step, state, data_iter, force=True)
                 if preempted:
                     break
     except BaseException as e:
-        committed = ckpt.finish()
-        saved = f"step {committed}" if committed is not None else "none"
-        if isinstance(e, NonFiniteLossError):
-            raise NonFiniteLossError(f"{e}; last checkpoint: {saved}") from None
-        log.error("training stopped by %s at step %d; last checkpoint: %s (re-run to resume from it)",
-                  type(e).__name__, step, saved)
+        _report_stop(e, ckpt, step, config.data.global_batch // (data_ways * spec.grad_accum))
         raise
     finally:
-        _close(ckpt, writer)
+        _close(ckpt, progress.writer)
     if preempted and is_main:
         log.warning("SIGTERM: saved step %d, exiting (status %d; re-run the same command to resume)",
                     step, EXIT_PREEMPTED)
     if guard.checks and is_main:
         log.info("stop-flag agreement across %d processes: %.2f ms per step (%d steps)",
                  jax.process_count(), 1e3 * guard.check_seconds / guard.checks, guard.checks)
-    return {"losses": losses, "batches": batches, "step": step, "resumed_from": resumed_from,
+    return {"losses": progress.losses, "batches": progress.batches, "step": step, "resumed_from": resumed_from,
             "preempted": preempted, "lora": state["lora"], "fingerprint": json_normal(fp),
             "stop_check_s": guard.check_seconds / max(guard.checks, 1)}
 

@@ -97,47 +97,16 @@ def save_peft(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], dtype:
         save_file(sd, str(tmp), metadata=meta)
 
 
-def _step_dir(path: Path, step: int | None) -> Path:
-    """A run's workdir, its checkpoints/ folder, or one step folder -> the step folder."""
-    if (path / "state").is_dir() and (path / "meta").is_dir():
-        if step is not None and path.name != str(step):
-            raise ValueError(f"step: {path} is step {path.name}, --step {step} given")
-        return path
-    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / "state").is_dir()) if root.is_dir() else []
-    if not steps:
-        raise ValueError(f"{path}: not a training checkpoint (no <step>/state and <step>/meta folders)")
-    if step is None:
-        return root / str(steps[-1])
-    if step not in steps:
-        raise ValueError(f"step: {step} not in {path} (has {steps})")
-    return root / str(step)
-
-
 def load_training_lora(path: str | os.PathLike, step: int | None = None):
-    """(lora pytree, MMDiTConfig, LoRAConfig, step) from a training checkpoint (see `train.checkpoint`)."""
-    import orbax.checkpoint as ocp
+    """(lora pytree, MMDiTConfig, LoRAConfig, step) from a training checkpoint (`run_folder`)."""
+    from dreamactor_jax import run_folder
 
-    from dreamactor_jax.models.config import MMDiTConfig
-    from dreamactor_jax.models.lora import LoRAConfig
-
-    path = Path(path)
-    if not path.exists():
+    if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no such training checkpoint")
-    d = _step_dir(path, step)
-    meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(d / "meta")
-    fp = meta.get("fingerprint", {}) if isinstance(meta, Mapping) else {}
-    if "model" not in fp or "lora" not in fp:
-        raise ValueError(f"{d}/meta: no fingerprint with 'model' and 'lora' configs")
-    cfg = MMDiTConfig.from_diffusers_config(fp["model"])
-    lcfg = dict(fp["lora"])
-    lcfg["targets"] = tuple(lcfg.get("targets", ()))
-    lora_cfg = LoRAConfig(**lcfg)
-    state = ocp.StandardCheckpointer().restore(d / "state")
-    if "lora" not in state:
-        raise ValueError(f"{d}/state: no 'lora' in the train state (keys {sorted(state)})")
-    lora = jax.tree_util.tree_map(np.asarray, state["lora"])
-    return lora, cfg, lora_cfg, int(d.name) if d.name.isdigit() else None
+    with run_folder.open_run(path, step, what="checkpoint") as run:
+        cfg, lora_cfg = run.architecture()
+        lora = jax.tree_util.tree_map(np.asarray, run.read_lora())
+    return lora, cfg, lora_cfg, run.step
 
 
 def export_lora(src: str | os.PathLike, out: str | os.PathLike, *, step: int | None = None, dtype: str = "fp32", prefix: str = "transformer", overwrite: bool = False) -> dict:

@@ -1,0 +1,94 @@
+"""Which text a sampling run is conditioned on, from the sampling command's text flags.
+
+Exactly one source: an embeddings file of tools/encode_text.py (`--text-embeddings`, one of its ids
+with `--text-id`), the zero text (`--no-text`: no encoder), or a prompt encoded now by the local
+text encoders (`--prompt`; none given: the empty prompt), never downloaded. `source()` settles that
+before anything slow (the file read, the encoders found); `condition()` makes the text part of the
+sampler's `cond` (`pipeline.text_cond`), with true classifier-free guidance at `guidance_scale` when
+the prompt is not empty and a null prompt is at hand, and the embedded guidance of
+guidance-distilled backbones (`embedded_guidance`, else the run's `model.guidance`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSpec:
+    """The text flags of launch/sample.py (and of anything that samples like it)."""
+
+    prompt: str | None = None
+    text_embeddings: str | None = None
+    no_text: bool = False
+    text_id: str | None = None
+    text_mode: str = "i2v"                 # which text encoder encodes a prompt: "t2v" / "i2v"
+    text_model_path: str | None = None     # diffusers pipeline folder of the encoders (default: the local HF cache)
+    text_device: str = "cpu"
+    guidance_scale: float = 5.0
+    embedded_guidance: float | None = None
+
+    @classmethod
+    def from_args(cls, args) -> "TextSpec":
+        """From an argparse namespace with these attribute names."""
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+
+    def source(self) -> tuple[str, Any]:
+        """("file", the loaded file) / ("zero", None) / ("encode", the encoders' folder); a one-line
+        ValueError when the encoders are needed and not on this machine."""
+        if self.text_embeddings:
+            from dreamactor_jax.text.store import load_text_embeddings
+
+            return "file", load_text_embeddings(self.text_embeddings)
+        if self.no_text:
+            return "zero", None
+        from dreamactor_jax.text.embed import local_model_path
+
+        try:
+            return "encode", local_model_path(self.text_model_path, self.text_mode, flag="--text-model-path")
+        except ValueError as e:
+            what = "--prompt" if self.prompt else "the empty prompt (no text flag given)"
+            raise ValueError(f"{what}: {e}; or pass --text-embeddings FILE (tools/encode_text.py) or --no-text") from None
+
+    def condition(self, source: tuple[str, Any], ref, mcfg, train_cfg: dict) -> tuple[dict, bool, str]:
+        """(the text cond, whether it uses CFG, what the text is, in words) from a settled `source`,
+        for the backbone `mcfg` (widths checked) and the reference image `ref` (i2v encoding)."""
+        from dreamactor_jax.sampling.pipeline import text_cond
+
+        guidance = None
+        if mcfg.guidance_embeds:
+            guidance = self.embedded_guidance
+            if guidance is None:
+                guidance = float((train_cfg.get("model") or {}).get("guidance", 1.0))
+        kind, value = source
+        if kind == "file":
+            f = value
+            tid = self.text_id or f["ids"][0]
+            if tid not in f["index"]:
+                raise ValueError(f"--text-id {tid}: not in {self.text_embeddings} (ids: {f['ids'][:5]})")
+            emb, null = f["emb"].take(f["index"][tid]), f["null"]
+            prompt = (f["prompts"] or [""] * len(f["ids"]))[f["index"][tid]]
+            if null is None and self.guidance_scale != 1.0 and prompt:
+                raise ValueError(f"--text-embeddings {self.text_embeddings}: holds no null prompt for CFG; "
+                                 "re-run tools/encode_text.py or pass --guidance-scale 1")
+            what = f"{self.text_embeddings} ({tid})"
+        elif kind == "zero":
+            from dreamactor_jax.text.store import zero_text
+
+            emb, null, prompt, what = zero_text(mcfg.text_embed_dim, mcfg.pooled_projection_dim), None, "", "none"
+        else:
+            from dreamactor_jax.text.embed import TextEncoderConfig, encode_texts
+
+            tcfg = TextEncoderConfig(mode=self.text_mode, device=self.text_device, model_path=value)
+            prompt = self.prompt or ""
+            emb, null, _ = encode_texts(tcfg, [prompt], [ref] if self.text_mode == "i2v" else None, progress=False)
+            what = f"{'prompt' if prompt else 'empty prompt'} encoded ({self.text_mode})"
+        for name, have, want in (("text", emb.text.shape[-1], mcfg.text_embed_dim),
+                                 ("pooled", emb.pooled.shape[-1], mcfg.pooled_projection_dim)):
+            if have != want:
+                raise ValueError(f"text embeddings: {name} width {have}, the backbone takes {want}")
+        cfg_on = bool(prompt) and self.guidance_scale != 1.0 and null is not None
+        nul = (null.text, null.text_mask, null.pooled) if cfg_on else None
+        return text_cond(emb.text, emb.text_mask, emb.pooled, null=nul, scale=self.guidance_scale,
+                         guidance=guidance), cfg_on, what
