@@ -214,7 +214,7 @@ def main(argv=None) -> int:
     del params, tmodel
 
     if not args.no_vae:
-        from dreamactor_jax.data.preprocess import random_vae_params
+        from dreamactor_jax.data.vae_encoder import random_vae_params
         from dreamactor_jax.models import vae
 
         vcfg = vae.VAEConfig.named("tiny" if args.tiny else "hunyuan", dtype=args.dtype)
