@@ -37,6 +37,7 @@ RUNS = {
     "toy_prior": ("bench_toy_prior.py", ["--tiny"], 1),
     "canvas_probe": ("toy_canvas_probe.py", ["--tiny"], 1),
     "influence": ("toy_influence.py", ["--tiny"], 1),
+    "step_cache": ("bench_step_cache.py", ["--tiny", "--json", "{tmp}/step_cache.json"], 1),
 }
 
 
@@ -119,3 +120,10 @@ def test_toy_canvas_probe_tiny(runs):
 def test_toy_influence_tiny(runs):
     out = run_bench(runs, "influence")
     assert set(json.loads(out[out.index("{"):])["influence"]) == {"spatial", "temporal"}
+
+
+def test_bench_step_cache_tiny(runs):
+    run_bench(runs, "step_cache")
+    rows = json.loads((runs[0] / "step_cache.json").read_text())["rows"]
+    assert [r["threshold"] for r in rows] == [0.0, 0.1, 1e9]
+    assert rows[0]["skipped"] == 0 and rows[0]["kp_err_vs_uncached"] == 0.0 and rows[-1]["skipped"] == 3

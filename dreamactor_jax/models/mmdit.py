@@ -10,7 +10,7 @@ False), each layer optionally rematerialised by `cfg.remat_policy`.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -245,24 +245,20 @@ def refine_text(p: dict, cfg: MMDiTConfig, text, text_mask, timestep) -> jax.Arr
     return run_layers(blk, p["token_refiner"]["refiner_blocks"], None, x, None, cfg.replace(remat_policy="none"))
 
 
-def forward(
-    params: dict,
-    cfg: MMDiTConfig,
-    x: jax.Array,
-    timestep: jax.Array,
-    text: jax.Array,
-    text_mask: jax.Array,
-    pooled: jax.Array,
-    guidance: jax.Array | None = None,
-    lora: dict | None = None,
-    lora_cfg: Any = None,
-) -> jax.Array:
-    """Velocity prediction [B, T', H', W', out_channels] (float32) for latents x [B, T', H', W', C].
+class Embedded(NamedTuple):
+    """What `embed` hands the block stacks: the token streams, the shared block context, and what
+    `final` needs to turn the video tokens back into a velocity."""
 
-    timestep [B] in [0, 1000]; text [B, L, text_embed_dim] with text_mask [B, L] (right padded);
-    pooled [B, pooled_projection_dim]; guidance [B] (scale * 1000) iff cfg.guidance_embeds.
-    `lora` (from `models.lora.init_lora`) is applied unmerged with scale alpha / rank of `lora_cfg`.
-    """
+    img: jax.Array            # [B, S_video, D]
+    txt: jax.Array            # [B, S_text, D]
+    ctx: blocks.BlockContext
+    temb: jax.Array           # [B, D]
+    grid: tuple[int, int, int]
+    lora: dict                # the adapter ({} without)
+
+
+def embed(params, cfg, x, timestep, text, text_mask, pooled, guidance=None, lora=None, lora_cfg=None) -> Embedded:
+    """Everything before the first block: patch and text embedding, timestep modulation, RoPE tables."""
     timestep, text_mask = jnp.asarray(timestep), jnp.asarray(text_mask)
     guidance = None if guidance is None else jnp.asarray(guidance)
     _check_inputs(cfg, x, timestep, text, text_mask, pooled, guidance)
@@ -294,13 +290,41 @@ def forward(
         kv_lengths=kv_lengths,
         lora_scale=0.0 if lora is None else lora_cfg.scale,
     )
-    lora = lora or {}
-    img, txt = run_layers(blocks.dual_block, params["transformer_blocks"], lora.get("transformer_blocks"), (img, txt), ctx, cfg)
-    seq = jnp.concatenate([img, txt], axis=1)
-    seq = run_layers(blocks.single_block, params["single_transformer_blocks"], lora.get("single_transformer_blocks"), seq, ctx, cfg)
-    img = seq[:, :n_video]
+    return Embedded(img, txt, ctx, temb, grid, lora or {})
 
-    scale, shift = modulation(params["norm_out"]["linear"], temb, 2, dtype)  # note: (scale, shift)
+
+def final(params, cfg, e: Embedded, seq: jax.Array) -> jax.Array:
+    """The output layer on the video tokens of the final sequence [B, S_video + S_text, D]."""
+    dtype = cfg.compute_dtype
+    img = seq[:, :math.prod(e.grid)]
+    scale, shift = modulation(params["norm_out"]["linear"], e.temb, 2, dtype)  # note: (scale, shift)
     img = layer_norm(img) * (1 + scale) + shift
     out = linear(params["proj_out"], img).astype(jnp.promote_types(dtype, jnp.float32))
-    return unpatchify(out, grid, pt, p)
+    return unpatchify(out, e.grid, cfg.patch_size_t, cfg.patch_size)
+
+
+def forward(
+    params: dict,
+    cfg: MMDiTConfig,
+    x: jax.Array,
+    timestep: jax.Array,
+    text: jax.Array,
+    text_mask: jax.Array,
+    pooled: jax.Array,
+    guidance: jax.Array | None = None,
+    lora: dict | None = None,
+    lora_cfg: Any = None,
+) -> jax.Array:
+    """Velocity prediction [B, T', H', W', out_channels] (float32) for latents x [B, T', H', W', C].
+
+    timestep [B] in [0, 1000]; text [B, L, text_embed_dim] with text_mask [B, L] (right padded);
+    pooled [B, pooled_projection_dim]; guidance [B] (scale * 1000) iff cfg.guidance_embeds.
+    `lora` (from `models.lora.init_lora`) is applied unmerged with scale alpha / rank of `lora_cfg`.
+    """
+    e = embed(params, cfg, x, timestep, text, text_mask, pooled, guidance, lora, lora_cfg)
+    img, txt = run_layers(blocks.dual_block, params["transformer_blocks"], e.lora.get("transformer_blocks"),
+                          (e.img, e.txt), e.ctx, cfg)
+    seq = jnp.concatenate([img, txt], axis=1)
+    seq = run_layers(blocks.single_block, params["single_transformer_blocks"], e.lora.get("single_transformer_blocks"),
+                     seq, e.ctx, cfg)
+    return final(params, cfg, e, seq)
