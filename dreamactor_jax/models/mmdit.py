@@ -15,7 +15,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dreamactor_jax.models import blocks
+from dreamactor_jax.models import blocks, remat
 from dreamactor_jax.models.attention import attention  # noqa: F401  (re-exported for users)
 from dreamactor_jax.models.config import QK_NORM_LEAVES, MMDiTConfig
 from dreamactor_jax.models.layers import (
@@ -34,6 +34,7 @@ from dreamactor_jax.models.layers import (
     timestep_sinusoid,
     unpatchify,
 )
+from dreamactor_jax import sharding
 from dreamactor_jax.sharding import constrain
 
 # Paths (in the params tree) of the stacked layer lists, and their diffusers prefixes.
@@ -144,48 +145,55 @@ def count_params(cfg: MMDiTConfig) -> int:
 # Remat and the layer loop
 # ----------------------------------------------------------------------------------------------
 
-_ATTN_NAMES = ("attention_out",)
+remat_policy = remat.policy  # the named policies (kept here for older callers)
 
 
-def _save_attention(prim, *args, **params) -> bool:
-    """Saves attention outputs (and the cuDNN kernel's softmax statistics): no attention recompute."""
-    if prim.name.startswith("dot_product_attention_fwd"):
-        return True
-    return jax.checkpoint_policies.save_only_these_names(*_ATTN_NAMES)(prim, *args, **params)
+def run_layers(block_fn, stacked: dict, lora: dict | None, carry, ctx, cfg: MMDiTConfig, policies: list[str] | None = None):
+    """Applies `block_fn(p, lora, carry, ctx, cfg)` for each layer of the stacked params.
 
-
-def remat_policy(name: str) -> Callable | None:
-    """Named rematerialisation policies; None means no remat at all."""
-    cp = jax.checkpoint_policies
-    table = {
-        "none": None,
-        "full": cp.nothing_saveable,
-        "dots": cp.checkpoint_dots,
-        "dots_no_batch": cp.dots_with_no_batch_dims_saveable,
-        "save_attention": _save_attention,
-        "save_attention_and_dots": cp.save_from_both_policies(_save_attention, cp.dots_with_no_batch_dims_saveable),
-    }
-    if name not in table:
-        raise ValueError(f"remat_policy: expected one of {sorted(table)}, got {name!r}")
-    return table[name]
-
-
-def run_layers(block_fn, stacked: dict, lora: dict | None, carry, ctx, cfg: MMDiTConfig):
-    """Applies `block_fn(p, lora, carry, ctx, cfg)` for each layer of the stacked params."""
+    `policies`: the remat policy of each layer (`models.remat`); None: `cfg.remat_policy` when it is one
+    name, else (a plan or `auto`, resolved by `forward`) `full`. One `lax.scan` per run of equal
+    policies; a run after the first indexes the stacked weights inside its body (no copy of a slice).
+    """
     lora = {} if lora is None else lora
+    n = jax.tree_util.tree_leaves(stacked)[0].shape[0]
+    if policies is None:
+        items = remat.parse(cfg.remat_policy)
+        policies = [items[0][0] if items and len(items) == 1 and items[0][1] is None else "full"] * n
+    if len(policies) != n:
+        raise ValueError(f"remat plan: {len(policies)} policies for {n} layers")
+    runs = []
+    for i, name in enumerate(policies):
+        if runs and runs[-1][0] == name:
+            runs[-1][2] = i + 1
+        else:
+            runs.append([name, i, i + 1])
 
-    def body(c, xs):
-        p, lp = xs
+    def wrap(body, name):
+        if name == "none":
+            return body
+        return jax.checkpoint(body, policy=remat.policy(name), prevent_cse=not cfg.scan_layers)
+
+    if len(runs) <= 1 or not cfg.scan_layers:
+        def body(c, xs):
+            p, lp = xs
+            return block_fn(p, lp or None, c, ctx, cfg), None
+
+        if not cfg.scan_layers:
+            for i in range(n):
+                carry, _ = wrap(body, policies[i])(carry, jax.tree_util.tree_map(lambda a: a[i], (stacked, lora)))
+            return carry
+        carry, _ = jax.lax.scan(wrap(body, policies[0] if policies else "none"), carry, (stacked, lora))
+        return carry
+
+    def indexed(c, xs):
+        i, lp = xs
+        p = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), stacked)
         return block_fn(p, lp or None, c, ctx, cfg), None
 
-    if cfg.remat_policy != "none":
-        body = jax.checkpoint(body, policy=remat_policy(cfg.remat_policy), prevent_cse=not cfg.scan_layers)
-    n = jax.tree_util.tree_leaves(stacked)[0].shape[0]
-    if cfg.scan_layers:
-        carry, _ = jax.lax.scan(body, carry, (stacked, lora))
-        return carry
-    for i in range(n):
-        carry, _ = body(carry, jax.tree_util.tree_map(lambda a: a[i], (stacked, lora)))
+    for name, start, stop in runs:
+        lp = jax.tree_util.tree_map(lambda a: a[start:stop], lora)
+        carry, _ = jax.lax.scan(wrap(indexed, name), carry, (jnp.arange(start, stop), lp))
     return carry
 
 
@@ -322,9 +330,12 @@ def forward(
     `lora` (from `models.lora.init_lora`) is applied unmerged with scale alpha / rank of `lora_cfg`.
     """
     e = embed(params, cfg, x, timestep, text, text_mask, pooled, guidance, lora, lora_cfg)
+    active = sharding.active_mesh()
+    plan = remat.resolve(cfg.remat_policy, cfg, tokens=e.img.shape[1] + e.txt.shape[1], batch=x.shape[0],
+                         params=params, lora=lora, mesh=active[0] if active else None)
     img, txt = run_layers(blocks.dual_block, params["transformer_blocks"], e.lora.get("transformer_blocks"),
-                          (e.img, e.txt), e.ctx, cfg)
+                          (e.img, e.txt), e.ctx, cfg, plan[:cfg.num_layers])
     seq = jnp.concatenate([img, txt], axis=1)
     seq = run_layers(blocks.single_block, params["single_transformer_blocks"], e.lora.get("single_transformer_blocks"),
-                     seq, e.ctx, cfg)
+                     seq, e.ctx, cfg, plan[cfg.num_layers:])
     return final(params, cfg, e, seq)
