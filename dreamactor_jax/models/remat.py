@@ -25,7 +25,10 @@ Calibration, one H200, full I2V-33ch + rank-256 FFN LoRA, 49 frames at 480x848 (
 (docs/benchmarks.md, issue 22): `full` peaked at 52.5 GiB, `save_attention` at 71.7 GiB. The block
 counts below give 45.2 and 59.5 GiB before the working set; `WORK_LAYERS` is fitted to the first
 (7.3 GiB) and `ATTENTION_EXTRA` (cuDNN's softmax statistics and the output's layout copy, per
-token in hidden units) to the second. Everything else is counted, not fitted.
+token in hidden units) to the second. Everything else is counted, not fitted. Held out, the same counts give 83.3 GiB for the
+121-frame clip (100,696 tokens, `full`) on one H200 and 57.1 GiB per GPU with sequence=2 over two,
+measured 83.9 and 57.3 GiB (issue 10). Per-block counts are checked against what JAX saves on CPU
+(tests/test_remat.py).
 """
 
 from __future__ import annotations
