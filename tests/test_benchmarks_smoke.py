@@ -28,7 +28,7 @@ FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_
 # tiny run are single-threaded, so two cores run two at a time), each test then checks its own.
 RUNS = {
     "sample": ("bench_sample.py", ["--tiny", "--frames", "5", "--iters", "1", "--no-torch", "--json", "{tmp}/sample.json"], 1),
-    "train": ("bench_train.py", ["--tiny", "--steps", "1"], 1),
+    "train": ("bench_train.py", ["--tiny", "--steps", "1", "--remat", "save_attention*2,full"], 1),
     "blocks": ("bench_blocks.py", ["--tiny", "--json", "{tmp}/blocks.json"], 1),
     "vae": ("bench_vae.py", ["--tiny"], 1),
     "convert": ("bench_convert.py", ["--tiny", "--layers", "1", "--single-layers", "1", "--workdir", "{tmp}/convert"], 1),
@@ -83,6 +83,7 @@ def test_bench_sample_tiny(runs):
 def test_bench_train_tiny(runs):
     rows = _rows(run_bench(runs, "train"))
     assert rows and all(r["finite"] and r["step_s"] > 0 for r in rows)
+    assert rows[0]["remat_plan"] == "save_attention*2,full*2"  # a mixed plan through the real train step
 
 
 def test_bench_blocks_tiny(runs):

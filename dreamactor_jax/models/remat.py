@@ -34,6 +34,7 @@ measured 83.9 and 57.3 GiB (issue 10). Per-block counts are checked against what
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 import jax
@@ -216,5 +217,12 @@ def resolve(spec: str, cfg, *, tokens: int, batch: int, params, lora=None, mesh=
     n_lora = sum(math.prod(a.shape) for a in jax.tree_util.tree_leaves(lora or {}))
     fixed = (nbytes(params) + 16 * n_lora) * w_share
     lora_out = lora_units(lora, cfg.hidden_size, n_blocks)
-    return per_block(choose(cfg, n_blocks, tokens=tokens, batch=batch, budget_bytes=budget, fixed_bytes=fixed,
+    plan = per_block(choose(cfg, n_blocks, tokens=tokens, batch=batch, budget_bytes=budget, fixed_bytes=fixed,
                             lora_out=lora_out, act_share=act_share), n_blocks)
+    if budget is not None:
+        need = estimate(plan, cfg, tokens=tokens, batch=batch, fixed_bytes=fixed, lora_out=lora_out, act_share=act_share)
+        if need > budget:
+            warnings.warn(f"remat_policy {spec!r}: even remat 'full' needs ~{need / 2**30:.1f} GiB per device, more than "
+                          f"the {budget / 2**30:.1f} GiB budget ({tokens} tokens x batch {batch}); expect out of memory "
+                          "(fewer frames, or more devices on the sequence axis)", stacklevel=2)
+    return plan
