@@ -28,6 +28,8 @@ FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_
 # tiny run are single-threaded, so two cores run two at a time), each test then checks its own.
 RUNS = {
     "sample": ("bench_sample.py", ["--tiny", "--frames", "5", "--iters", "1", "--no-torch", "--json", "{tmp}/sample.json"], 1),
+    "sample_fp8": ("bench_sample.py", ["--tiny", "--frames", "5", "--iters", "1", "--no-torch", "--no-vae", "--fp8",
+                                       "--json", "{tmp}/sample_fp8.json"], 1),
     "train": ("bench_train.py", ["--tiny", "--steps", "1", "--remat", "save_attention*2,full"], 1),
     "blocks": ("bench_blocks.py", ["--tiny", "--json", "{tmp}/blocks.json"], 1),
     "vae": ("bench_vae.py", ["--tiny"], 1),
@@ -128,3 +130,9 @@ def test_bench_step_cache_tiny(runs):
     rows = json.loads((runs[0] / "step_cache.json").read_text())["rows"]
     assert [r["threshold"] for r in rows] == [0.0, 0.1, 1e9]
     assert rows[0]["skipped"] == 0 and rows[0]["kp_err_vs_uncached"] == 0.0 and rows[-1]["skipped"] == 3
+
+
+def test_bench_sample_fp8_tiny(runs):
+    run_bench(runs, "sample_fp8")
+    rep = json.loads((runs[0] / "sample_fp8.json").read_text())
+    assert rep["fp8"] and rep["rows"][0]["jax_step_s"] > 0
