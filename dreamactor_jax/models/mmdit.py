@@ -148,8 +148,10 @@ def count_params(cfg: MMDiTConfig) -> int:
 remat_policy = remat.policy  # the named policies (kept here for older callers)
 
 
-def run_layers(block_fn, stacked: dict, lora: dict | None, carry, ctx, cfg: MMDiTConfig, policies: list[str] | None = None):
-    """Applies `block_fn(p, lora, carry, ctx, cfg)` for each layer of the stacked params.
+def run_layers(block_fn, stacked: dict, lora: dict | None, carry, ctx, cfg: MMDiTConfig, policies: list[str] | None = None,
+               layers: tuple[int, int] | None = None):
+    """Applies `block_fn(p, lora, carry, ctx, cfg)` for each layer of the stacked params (or only the
+    layers `range(*layers)`, indexed in place: a slice of the stacked weights is never copied).
 
     `policies`: the remat policy of each layer (`models.remat`); None: `cfg.remat_policy` when it is one
     name, else (a plan or `auto`, resolved by `forward`) `full`. One `lax.scan` per run of equal
@@ -164,6 +166,8 @@ def run_layers(block_fn, stacked: dict, lora: dict | None, carry, ctx, cfg: MMDi
         raise ValueError(f"remat plan: {len(policies)} policies for {n} layers")
     runs = []
     for i, name in enumerate(policies):
+        if layers is not None and not layers[0] <= i < layers[1]:
+            continue
         if runs and runs[-1][0] == name:
             runs[-1][2] = i + 1
         else:
@@ -174,7 +178,9 @@ def run_layers(block_fn, stacked: dict, lora: dict | None, carry, ctx, cfg: MMDi
             return body
         return jax.checkpoint(body, policy=remat.policy(name), prevent_cse=not cfg.scan_layers)
 
-    if len(runs) <= 1 or not cfg.scan_layers:
+    if not runs:
+        return carry
+    if layers is None and (len(runs) <= 1 or not cfg.scan_layers):
         def body(c, xs):
             p, lp = xs
             return block_fn(p, lp or None, c, ctx, cfg), None

@@ -41,10 +41,6 @@ def _seq(h):
     return jnp.concatenate(h, axis=1) if isinstance(h, tuple) else h
 
 
-def _layers(tree: dict | None, start: int, stop: int | None = None):
-    return None if not tree else jax.tree_util.tree_map(lambda a: a[start:stop], tree)
-
-
 def forward_cached(params, cfg: MMDiTConfig, x, timestep, text, text_mask, pooled, guidance=None, lora=None,
                    lora_cfg=None, *, cache: dict, threshold) -> tuple[jax.Array, dict, jax.Array]:
     """`mmdit.forward` with the first-block cache: (velocity, new cache, skipped bool[])."""
@@ -53,21 +49,23 @@ def forward_cached(params, cfg: MMDiTConfig, x, timestep, text, text_mask, poole
     dual, single = params["transformer_blocks"], params["single_transformer_blocks"]
     ld, ls = e.lora.get("transformer_blocks"), e.lora.get("single_transformer_blocks")
     first_dual = cfg.num_layers > 0
+    n_single = cfg.num_single_layers
+    run = lambda fn, stack, lo, h, a, b: mmdit.run_layers(fn, stack, lo, h, e.ctx, cfg, layers=(a, b))  # noqa: E731
     if first_dual:
         h0 = (e.img, e.txt)
-        h1 = mmdit.run_layers(blocks.dual_block, _layers(dual, 0, 1), _layers(ld, 0, 1), h0, e.ctx, cfg)
+        h1 = run(blocks.dual_block, dual, ld, h0, 0, 1)
     else:
         h0 = jnp.concatenate([e.img, e.txt], axis=1)
-        h1 = mmdit.run_layers(blocks.single_block, _layers(single, 0, 1), _layers(ls, 0, 1), h0, e.ctx, cfg)
+        h1 = run(blocks.single_block, single, ls, h0, 0, 1)
     s1 = _seq(h1)
     r1 = (s1[:, :n_video] - e.img).astype(jnp.float32)
 
     def rest(h):
         if first_dual:
-            h = mmdit.run_layers(blocks.dual_block, _layers(dual, 1), _layers(ld, 1), h, e.ctx, cfg)
-            h = mmdit.run_layers(blocks.single_block, single, ls, _seq(h), e.ctx, cfg)
+            h = run(blocks.dual_block, dual, ld, h, 1, cfg.num_layers)
+            h = run(blocks.single_block, single, ls, _seq(h), 0, n_single)
         else:
-            h = mmdit.run_layers(blocks.single_block, _layers(single, 1), _layers(ls, 1), h, e.ctx, cfg)
+            h = run(blocks.single_block, single, ls, h, 1, n_single)
         return (h - s1).astype(jnp.float32)
 
     ref = cache["ref"]
