@@ -74,3 +74,36 @@ def test_skipped_step_reuses_the_last_full_residual():
     np.testing.assert_array_equal(np.asarray(cache2["ref"]), np.asarray(cache1["ref"]))
     want = InContextVelocity(CFG)(params, noise, t, cond)
     assert rel_err(v_full, want) < 1e-5
+
+
+def test_animator_with_the_step_cache_equals_without_when_nothing_skips():
+    """`SampleSettings(step_cache=...)` (launch/sample.py --step-cache) runs the cached loop; a threshold
+    no step passes gives the plain sampler's video."""
+    cfg = CFG.replace(num_layers=1, num_single_layers=1)
+    params = mmdit.init_params_numpy(cfg, seed=4, bias_std=0.05)
+
+    def encode(px):  # [1, T, H, W, 3] -> [1, T', H/8, W/8, 16]: every 4th frame, 8x8 means, channels tiled
+        px = jnp.asarray(px)
+        b, t, h, w, c = px.shape
+        z = px[:, ::4].reshape(b, (t - 1) // 4 + 1, h // 8, 8, w // 8, 8, c).mean((3, 5))
+        return jnp.tile(z, (1, 1, 1, 1, 6))[..., :16]
+
+    def decode(z):
+        z = jnp.repeat(jnp.repeat(jnp.asarray(z)[..., :3], 8, 2), 8, 3)
+        return jnp.repeat(z, 4, 1)[:, 3:]
+
+    rng = np.random.default_rng(6)
+    text = pipeline.text_cond(rng.standard_normal((4, cfg.text_embed_dim)), np.ones(4, np.int32),
+                              rng.standard_normal(cfg.pooled_projection_dim))
+    ref = rng.uniform(-1, 1, (32, 32, 3)).astype(np.float32)
+    motion = rng.uniform(-1, 1, (5, 32, 32, 3)).astype(np.float32)
+    out = {}
+    for th in (0.0, 1e-12):
+        s = pipeline.SampleSettings(steps=3, shift=5.0, segment_frames=5, overlap=1, step_cache=th)
+        anim = pipeline.Animator(InContextVelocity(cfg), params, encode, decode, text, s)
+        seen = []
+        out[th] = anim.segment(0, ref, motion, None, on_step=seen.append)
+        assert seen == [0, 1, 2]
+    assert rel_err(out[1e-12], out[0.0]) < 1e-5
+    with pytest.raises(ValueError, match="--step-cache"):
+        pipeline.SampleSettings(step_cache=-1.0)
