@@ -130,11 +130,16 @@ def grads_setup():
     tmask = jnp.asarray([[1] * 5 + [0] * 3], jnp.int32)
     w = jnp.asarray(rng.standard_normal((1, 2, 4, 4, cfg.out_channels)), jnp.float32)
 
+    cache = {}
+
     def grads(spec):
+        if spec in cache:
+            return cache[spec]
         c = cfg.replace(remat_policy=spec)
         loss = lambda lo, xx: jnp.sum(mmdit.forward(params, c, xx, jnp.array([600.0]), text, tmask, pooled,
                                                     lora=lo, lora_cfg=lcfg) * w)
-        return jax.jit(jax.grad(loss, argnums=(0, 1)))(lora, x)
+        cache[spec] = jax.jit(jax.grad(loss, argnums=(0, 1)))(lora, x)
+        return cache[spec]
 
     return grads
 
