@@ -12,6 +12,7 @@ Model FLOPs: 24 d^2 per token per block for the linears, 4 N^2 d per block for a
 2x LoRA. MFU against the measured 778 TFLOP/s bf16 matmul of an H100.
 
   python benchmarks/bench_blocks.py --frames 13 --height 30 --width 104   # 40,560 video tokens
+  python benchmarks/bench_blocks.py --tiny                                # CPU smoke run (tiny sizes, no torch)
 """
 
 from __future__ import annotations
@@ -163,7 +164,12 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json", default=None, help="write the results here too")
+    ap.add_argument("--tiny", action="store_true", help="CPU smoke run: 1+1 blocks of 2 heads, a few tokens, xla, no torch")
     args = ap.parse_args(argv)
+    if args.tiny:
+        args.frames, args.height, args.width, args.text, args.valid_text = 1, 2, 4, 8, 4
+        args.dual = args.single = 1
+        args.rank, args.heads, args.impl, args.remat, args.steps, args.no_torch = 4, 2, "xla", "full", 1, True
 
     print("devices:", jax.devices(), "jax", jax.__version__, flush=True)
     cfg = block_cfg(args)

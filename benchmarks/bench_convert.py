@@ -151,11 +151,12 @@ def main(argv=None) -> int:
     p.add_argument("--single-layers", type=int, default=40)
     p.add_argument("--format", default="diffusers", choices=["diffusers", "original"])
     p.add_argument("--keep", action="store_true", help="keep the synthetic checkpoint and output")
+    p.add_argument("--tiny", action="store_true", help="the tiny t2v config (CPU smoke run, seconds)")
     args = p.parse_args(argv)
 
     from dreamactor_jax.models.config import MMDiTConfig
 
-    cfg = MMDiTConfig.named("t2v", num_layers=args.layers, num_single_layers=args.single_layers)
+    cfg = MMDiTConfig.named("tiny-t2v" if args.tiny else "t2v", num_layers=args.layers, num_single_layers=args.single_layers)
     work = Path(args.workdir)
     if work.exists():
         raise SystemExit(f"error: {work} exists; remove it first")

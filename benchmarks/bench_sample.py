@@ -154,6 +154,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-vae", action="store_true")
     p.add_argument("--torch-vae", action="store_true", help="also time diffusers' VAE decode (49 frames)")
+    p.add_argument("--fp8", action="store_true", help="block linears in float8 e4m3 (models.fp8); diffusers stays bf16")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
 
@@ -185,6 +186,11 @@ def main(argv=None) -> int:
     print(f"{report['device']}: {cfg.num_layers} dual + {cfg.num_single_layers} single blocks (1/{k} of the model), "
           f"{args.dtype}", flush=True)
     params = jax.jit(lambda key: mmdit.init_params(cfg, key))(jax.random.key(0))
+    if args.fp8:  # models.fp8: the block linears in e4m3 (opt-in; error vs bf16 in tests/test_fp8.py)
+        from dreamactor_jax.models import fp8
+
+        params = jax.jit(fp8.quantize_blocks)(params)
+        report["fp8"] = True
     tmodel = None if args.no_torch else torch_model(cfg, dev, tdtype)
     tsync = (lambda: torch.cuda.synchronize()) if (torch is not None and dev == "cuda") else (lambda: None)
     text_len, valid = (32, 20) if args.tiny else (256, 120)
@@ -214,7 +220,7 @@ def main(argv=None) -> int:
     del params, tmodel
 
     if not args.no_vae:
-        from dreamactor_jax.data.preprocess import random_vae_params
+        from dreamactor_jax.data.vae_encoder import random_vae_params
         from dreamactor_jax.models import vae
 
         vcfg = vae.VAEConfig.named("tiny" if args.tiny else "hunyuan", dtype=args.dtype)

@@ -2,6 +2,7 @@
 
     XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 python benchmarks/bench_train.py --part blocks   # H100 / H200
     XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 python benchmarks/bench_train.py --part full
+    XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 python benchmarks/bench_train.py --part full --remat auto   # issue 22
     python benchmarks/bench_train.py --tiny                                              # CPU smoke run
     # the second backbone, HunyuanVideo-1.5 (8.3B, 54 dual blocks at 2048, 16x VAE, patch 1):
     XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 python benchmarks/bench_train.py --model hv15 --part full
@@ -68,7 +69,7 @@ def run(args) -> dict:
 
     from dreamactor_jax import sharding
     from dreamactor_jax.models import lora as lora_lib
-    from dreamactor_jax.models import mmdit
+    from dreamactor_jax.models import mmdit, remat
     from dreamactor_jax.models.config import MMDiTConfig
     from dreamactor_jax.train import state as st
     from dreamactor_jax.train.objective import FlowConfig
@@ -77,7 +78,8 @@ def run(args) -> dict:
 
     gpu = jax.default_backend() == "gpu"
     if args.tiny:
-        mcfg = MMDiTConfig.named(f"tiny-{args.model}", param_dtype="bfloat16", attention_impl="xla")
+        mcfg = MMDiTConfig.named(f"tiny-{args.model}", param_dtype="bfloat16", attention_impl="xla",
+                                 remat_policy=args.remat or "none")
         lcfg = lora_lib.LoRAConfig(rank=4, alpha=4.0, targets=lora_lib.ffn_targets(mcfg))
         shapes = [(9, 32, 32)]
     else:
@@ -86,7 +88,7 @@ def run(args) -> dict:
         over = {} if full else {"num_layers": 2, "num_single_layers": min(2, blocks.num_single_layers)}
         mcfg = MMDiTConfig.named(args.model, dtype="bfloat16", param_dtype="bfloat16",
                                  attention_impl="cudnn" if gpu else "xla",
-                                 remat_policy="full" if full else "none", **over)
+                                 remat_policy=args.remat or ("full" if full else "none"), **over)
         lcfg = lora_lib.LoRAConfig(rank=256, alpha=256.0, targets=lora_lib.ffn_targets(mcfg))
         shapes = {"full": [(49, 480, 848)], "largest": LARGEST}.get(args.part, [(49, 480, 416), (49, 480, 832)])
     spec = st.RunSpec(mcfg, lcfg, FlowConfig(), OptimConfig(warmup_steps=0), None)
@@ -100,7 +102,7 @@ def run(args) -> dict:
     rows = []
     for frames, height, width in shapes:
         try:
-            rows.append(_measure(args, mcfg, lcfg, spec, step, state, base, frames, height, width, t_init, gpu))
+            rows.append(_measure(args, mcfg, lcfg, spec, step, state, base, frames, height, width, t_init, gpu, mesh))
             state = rows[-1].pop("_state")
         except Exception as e:  # largest: an out-of-memory size is a result, not a failure
             if args.part != "largest":
@@ -110,11 +112,11 @@ def run(args) -> dict:
     return {"rows": rows}
 
 
-def _measure(args, mcfg, lcfg, spec, step, state, base, frames, height, width, t_init, gpu) -> dict:
+def _measure(args, mcfg, lcfg, spec, step, state, base, frames, height, width, t_init, gpu, mesh) -> dict:
     import jax
 
     from dreamactor_jax.models import lora as lora_lib
-    from dreamactor_jax.models import mmdit
+    from dreamactor_jax.models import mmdit, remat
     from dreamactor_jax.train.step import batch_tokens
 
     n_text, valid = (8, 4) if args.tiny else (256, 120)
@@ -153,6 +155,8 @@ def _measure(args, mcfg, lcfg, spec, step, state, base, frames, height, width, t
         "part": "tiny" if args.tiny else args.part, "device": jax.devices()[0].device_kind,
         "blocks": f"{mcfg.num_layers}+{mcfg.num_single_layers}", "params_base": mmdit.count_params(mcfg),
         "params_lora": lora_lib.count_lora_params(mcfg, lcfg), "remat": mcfg.remat_policy,
+        "remat_plan": remat.plan_string(remat.resolve(mcfg.remat_policy, mcfg, tokens=n_video + n_text, batch=1,
+                                                      params=base, lora=state["lora"], mesh=mesh)),
         "frames": frames, "panel": f"{height}x{width}", "video_tokens": n_video,
         "step_s": dt, "first_step_s": t_first, "init_s": t_init, "tokens_per_s": n_video / dt,
         "tflops": flops / dt / 1e12, "mfu": flops / dt / PEAK, "peak_gib": peak,
@@ -166,6 +170,8 @@ def main() -> int:
     ap.add_argument("--part", choices=("blocks", "full", "largest"), default="blocks")
     ap.add_argument("--steps", type=int, default=3, help="timed steps after the first (compiling) one")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run with the tiny model")
+    ap.add_argument("--remat", default=None, help="remat spec (models.remat: a name, a NAME*K plan, auto or auto:GIB); "
+                                                  "default full for --part full, none for blocks")
     ap.add_argument("--json", default=None, help="append the result rows (JSON lines) to this file")
     args = ap.parse_args()
     try:

@@ -8,6 +8,9 @@ small-shape check compares JAX with diffusers in fp32 on the GPU (same weights).
 
     XLA_PYTHON_CLIENT_PREALLOCATE=false python benchmarks/bench_vae.py \
         --variants 480x832:framewise,720x1280:pipeline --out /tmp/bench
+    python benchmarks/bench_vae.py --tiny     # CPU smoke run: tiny VAE, 5 frames of 32x32, JAX only
+
+The check and the diffusers timings need torch with CUDA (`--skip check,torch` without one).
 
 Tiling: 'framewise' = diffusers' default (temporal tiles of 17 frames / 5 latent frames, spatial
 off); 'pipeline' = framewise plus `vae.enable_tiling()` (256-px tiles, stride 192), what the
@@ -144,7 +147,7 @@ def run_torch(variants, frames: int, repeats: int) -> list[dict]:
     return rows
 
 
-def run_jax(h: int, w: int, tiling_name: str, op: str, frames: int, repeats: int) -> dict:
+def run_jax(h: int, w: int, tiling_name: str, op: str, frames: int, repeats: int, tiny: bool = False) -> dict:
     import functools
 
     import jax
@@ -152,7 +155,7 @@ def run_jax(h: int, w: int, tiling_name: str, op: str, frames: int, repeats: int
 
     from dreamactor_jax.models import vae, vae_tiling
 
-    cfg = vae.VAEConfig.named("hunyuan", dtype="bfloat16")
+    cfg = vae.VAEConfig.named("tiny" if tiny else "hunyuan", dtype="bfloat16")
     tiling = _jax_tiling(tiling_name)
     params = vae.cast_params(vae.init_params(cfg, jax.random.key(0)), jnp.bfloat16)
     key = jax.random.key(1)
@@ -161,7 +164,7 @@ def run_jax(h: int, w: int, tiling_name: str, op: str, frames: int, repeats: int
         tile_fn, driver = vae._jitted(vae._encode_tile, ()), vae_tiling.encode_tiled
         run = lambda: vae.encode(params, cfg, data, tiling=tiling)  # noqa: E731
     else:
-        data = jax.random.normal(key, (1, (frames - 1) // 4 + 1, h // 8, w // 8, 16), jnp.float32)
+        data = jax.random.normal(key, (1, (frames - 1) // 4 + 1, h // 8, w // 8, cfg.latent_channels), jnp.float32)
         tile_fn, driver = vae._jitted(vae._decode_tile, ()), vae_tiling.decode_tiled
         run = lambda: vae.decode(params, cfg, data, tiling=tiling)  # noqa: E731
     # Warm-up: compile and run every distinct tile shape once (a dry pass records the shapes).
@@ -234,9 +237,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="folder for bench_vae.json and bench_vae.md")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: check,torch,jax")
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds per child process")
+    ap.add_argument("--tiny", action="store_true", help="CPU smoke run: tiny VAE, 5 frames of 32x32, no torch")
     ap.add_argument("--role", default="main", help=argparse.SUPPRESS)
     ap.add_argument("--job", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.tiny and args.role == "main":
+        args.variants, args.frames, args.repeats = "32x32:off", 5, 1
+        args.skip = ",".join(sorted(set(filter(None, args.skip.split(","))) | {"check", "torch"}))
     if (args.frames - 1) % 4:
         raise ValueError(f"--frames: expected 4k+1, got {args.frames}")
     variants = _parse_variants(args.variants)
@@ -249,11 +256,11 @@ def main(argv=None) -> int:
         return 0
     if args.role == "jax":
         h, w, tiling = variants[0]
-        print(json.dumps(run_jax(h, w, tiling, args.job, args.frames, args.repeats)), flush=True)
+        print(json.dumps(run_jax(h, w, tiling, args.job, args.frames, args.repeats, args.tiny)), flush=True)
         return 0
 
     skip = set(filter(None, args.skip.split(",")))
-    common = ["--frames", str(args.frames), "--repeats", str(args.repeats)]
+    common = ["--frames", str(args.frames), "--repeats", str(args.repeats)] + (["--tiny"] if args.tiny else [])
     rows, check = [], None
     if "check" not in skip:
         got = _child(["--role", "check", *common], args.timeout)
@@ -273,7 +280,7 @@ def main(argv=None) -> int:
         write_text_atomic(os.path.join(args.out, "bench_vae.json"),
                           json.dumps({"check": check, "rows": rows}, indent=1))
         write_text_atomic(os.path.join(args.out, "bench_vae.md"), table + "\n")
-    return 0
+    return 1 if any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Upper-bound probe for the toy study (issue 9): train *all* parameters on an in-context layout.
 
     python benchmarks/toy_canvas_probe.py --config cpu --layout spatial --steps 300 [--prior DIR]
+    python benchmarks/toy_canvas_probe.py --tiny   # CPU smoke run (the `ci` config, 2 steps)
 
 Starts from a saved prior (`--prior`, from the demo's --save-prior) or from scratch, trains every
 parameter (not a LoRA) on the pose clips in the given layout, and prints the loss and
@@ -39,7 +40,10 @@ def main(argv=None) -> int:
     ap.add_argument("--layout", default="spatial", choices=("spatial", "temporal"))
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--prior", default=None, help="start from this saved prior (default: from scratch)")
+    ap.add_argument("--tiny", action="store_true", help="CPU smoke run: the `ci` toy config, 2 steps")
     a = ap.parse_args(argv)
+    if a.tiny:
+        a.config, a.steps = "ci", 2
     c = load_config(a.config)
     cfg, wcfg, s = tm.mmdit_config(c.model), WorldConfig(**dict(c.world)), c.lora
     params = load_prior(a.prior, cfg) if a.prior else mmdit.init_params(cfg, jax.random.PRNGKey(0))

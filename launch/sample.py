@@ -75,6 +75,9 @@ def parse_args(argv):
     p.add_argument("--frames", type=int, help="animate at most this many frames (default: the whole video)")
     p.add_argument("--fps", type=float, help="sample the driving video at this rate (default: training fps)")
     p.add_argument("--steps", type=int, help="denoising steps per segment (default: the checkpoint's, else 50)")
+    p.add_argument("--step-cache", type=float, default=0.0,
+                   help="first-block step cache threshold (sampling.step_cache; 0 = off, the default; "
+                        "0.05 skipped 1/6 of the toy model's steps at 55.7 dB against uncached, docs/benchmarks.md)")
     p.add_argument("--guidance-scale", type=float, default=5.0,
                    help="true CFG on text (applied only with a non-empty prompt; 1 turns it off)")
     p.add_argument("--embedded-guidance", type=float, default=None,
@@ -158,7 +161,7 @@ def main(argv=None) -> int:
         if k in SAMPLING_DEFAULTS or k in ("height", "width"):
             setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
     settings = SampleSettings(steps=args.steps, shift=args.shift, seed=args.seed,
-                              segment_frames=args.segment_frames, overlap=args.overlap)
+                              segment_frames=args.segment_frames, overlap=args.overlap, step_cache=args.step_cache)
     if plan.variant == "e2e" and args.pose:
         raise ValueError(f"--pose: checkpoint {args.checkpoint} was trained end-to-end on raw frames; pass --driving")
     if args.raw and plan.variant != "e2e":

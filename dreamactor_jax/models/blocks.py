@@ -139,8 +139,15 @@ def single_block(p: dict, lora: dict | None, x: jax.Array, ctx: BlockContext, cf
     k = apply_rope(k, ctx.rope_cos, ctx.rope_sin)
     o = merge_heads(attention(q, k, v, kv_lengths=ctx.kv_lengths, impl=cfg.attention_impl))
     # proj_out(concat[attn, mlp]) as two matmuls over the kernel's row blocks (no concat copy).
-    w = p["proj_out"]["kernel"].astype(dtype)
-    out = jnp.einsum("bsi,io->bso", o, w[:d]) + jnp.einsum("bsi,io->bso", mlp, w[d:])
+    po = p["proj_out"]
+    if "kernel_fp8" in po:  # models.fp8: the two row blocks of the e4m3 kernel, one scale per output
+        from dreamactor_jax.models import fp8
+
+        out = (fp8.matmul(o, po["kernel_fp8"][:d], po["kernel_scale"])
+               + fp8.matmul(mlp, po["kernel_fp8"][d:], po["kernel_scale"]))
+    else:
+        w = po["kernel"].astype(dtype)
+        out = jnp.einsum("bsi,io->bso", o, w[:d]) + jnp.einsum("bsi,io->bso", mlp, w[d:])
     out = out + p["proj_out"]["bias"].astype(dtype)
     lp = _sub(lora, "proj_out")
     if _sub(lp, "attn") is not None:

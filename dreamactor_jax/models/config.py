@@ -102,7 +102,7 @@ class MMDiTConfig:
     dtype: str = "float32"  # compute dtype of activations and matmuls ("bfloat16" on GPU/TPU)
     param_dtype: str = "float32"  # dtype of parameters made by `init_params`
     attention_impl: str = "auto"  # "auto" (cudnn on GPU, else xla), "xla", "cudnn", "tpu"
-    remat_policy: str = "none"  # see REMAT_POLICIES / models.mmdit.remat_policy
+    remat_policy: str = "none"  # a name of REMAT_POLICIES, a per-layer plan, or auto[:GIB] (models.remat)
     scan_layers: bool = True  # run stacked blocks under lax.scan; False = Python loop (debugging)
 
     def __post_init__(self):
@@ -113,8 +113,9 @@ class MMDiTConfig:
         self._check_architecture()
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention_impl: expected one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
-        if self.remat_policy not in REMAT_POLICIES:
-            raise ValueError(f"remat_policy: expected one of {REMAT_POLICIES}, got {self.remat_policy!r}")
+        from dreamactor_jax.models.remat import parse as parse_remat
+
+        parse_remat(self.remat_policy)  # a name, a per-layer plan or auto (models.remat); raises naming it
         for name in ("dtype", "param_dtype"):
             if getattr(self, name) not in ("float32", "bfloat16", "float16", "float64"):
                 raise ValueError(f"{name}: expected float32, bfloat16 or float16 (float64: CPU checks), got {getattr(self, name)!r}")

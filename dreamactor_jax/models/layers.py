@@ -94,8 +94,14 @@ def init_from_specs_numpy(specs: dict, seed: int, dtype=np.float32, bias_std: fl
 
 
 def linear(p: dict, x: jax.Array, lora: dict | None = None, lora_scale: float = 1.0) -> jax.Array:
-    """`x @ kernel + bias` in x's dtype; `lora = {"a": [in, r], "b": [r, out]}` adds `scale * x A B`."""
-    y = jnp.einsum("...i,io->...o", x, p["kernel"].astype(x.dtype))
+    """`x @ kernel + bias` in x's dtype; `lora = {"a": [in, r], "b": [r, out]}` adds `scale * x A B`.
+    An fp8 kernel (`models.fp8.quantize_blocks`: `kernel_fp8`, `kernel_scale`) multiplies in e4m3."""
+    if "kernel_fp8" in p:
+        from dreamactor_jax.models import fp8
+
+        y = fp8.matmul(x, p["kernel_fp8"], p["kernel_scale"])
+    else:
+        y = jnp.einsum("...i,io->...o", x, p["kernel"].astype(x.dtype))
     if lora is not None:
         y = y + lora_delta(lora, x, lora_scale)
     if "bias" in p:

@@ -11,12 +11,12 @@ False), each layer optionally rematerialised by `cfg.remat_policy`.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from dreamactor_jax.models import blocks
+from dreamactor_jax.models import blocks, remat
 from dreamactor_jax.models.attention import attention  # noqa: F401  (re-exported for users)
 from dreamactor_jax.models.config import BACKBONES, NUM_TOKEN_TYPES, QK_NORM_LEAVES, MMDiTConfig
 from dreamactor_jax.models.layers import (
@@ -35,6 +35,7 @@ from dreamactor_jax.models.layers import (
     timestep_sinusoid,
     unpatchify,
 )
+from dreamactor_jax import sharding
 from dreamactor_jax.sharding import constrain
 
 GLYPH_HIDDEN = 2048  # width of the glyph (ByT5) projection's hidden layers (fixed in diffusers)
@@ -170,48 +171,61 @@ def count_params(cfg: MMDiTConfig) -> int:
 # Remat and the layer loop
 # ----------------------------------------------------------------------------------------------
 
-_ATTN_NAMES = ("attention_out",)
+remat_policy = remat.policy  # the named policies (kept here for older callers)
 
 
-def _save_attention(prim, *args, **params) -> bool:
-    """Saves attention outputs (and the cuDNN kernel's softmax statistics): no attention recompute."""
-    if prim.name.startswith("dot_product_attention_fwd"):
-        return True
-    return jax.checkpoint_policies.save_only_these_names(*_ATTN_NAMES)(prim, *args, **params)
+def run_layers(block_fn, stacked: dict, lora: dict | None, carry, ctx, cfg: MMDiTConfig, policies: list[str] | None = None,
+               layers: tuple[int, int] | None = None):
+    """Applies `block_fn(p, lora, carry, ctx, cfg)` for each layer of the stacked params (or only the
+    layers `range(*layers)`, indexed in place: a slice of the stacked weights is never copied).
 
-
-def remat_policy(name: str) -> Callable | None:
-    """Named rematerialisation policies; None means no remat at all."""
-    cp = jax.checkpoint_policies
-    table = {
-        "none": None,
-        "full": cp.nothing_saveable,
-        "dots": cp.checkpoint_dots,
-        "dots_no_batch": cp.dots_with_no_batch_dims_saveable,
-        "save_attention": _save_attention,
-        "save_attention_and_dots": cp.save_from_both_policies(_save_attention, cp.dots_with_no_batch_dims_saveable),
-    }
-    if name not in table:
-        raise ValueError(f"remat_policy: expected one of {sorted(table)}, got {name!r}")
-    return table[name]
-
-
-def run_layers(block_fn, stacked: dict, lora: dict | None, carry, ctx, cfg: MMDiTConfig):
-    """Applies `block_fn(p, lora, carry, ctx, cfg)` for each layer of the stacked params."""
+    `policies`: the remat policy of each layer (`models.remat`); None: `cfg.remat_policy` when it is one
+    name, else (a plan or `auto`, resolved by `forward`) `full`. One `lax.scan` per run of equal
+    policies; a run after the first indexes the stacked weights inside its body (no copy of a slice).
+    """
     lora = {} if lora is None else lora
+    n = jax.tree_util.tree_leaves(stacked)[0].shape[0]
+    if policies is None:
+        items = remat.parse(cfg.remat_policy)
+        policies = [items[0][0] if items and len(items) == 1 and items[0][1] is None else "full"] * n
+    if len(policies) != n:
+        raise ValueError(f"remat plan: {len(policies)} policies for {n} layers")
+    runs = []
+    for i, name in enumerate(policies):
+        if layers is not None and not layers[0] <= i < layers[1]:
+            continue
+        if runs and runs[-1][0] == name:
+            runs[-1][2] = i + 1
+        else:
+            runs.append([name, i, i + 1])
 
-    def body(c, xs):
-        p, lp = xs
+    def wrap(body, name):
+        if name == "none":
+            return body
+        return jax.checkpoint(body, policy=remat.policy(name), prevent_cse=not cfg.scan_layers)
+
+    if not runs:
+        return carry
+    if layers is None and (len(runs) <= 1 or not cfg.scan_layers):
+        def body(c, xs):
+            p, lp = xs
+            return block_fn(p, lp or None, c, ctx, cfg), None
+
+        if not cfg.scan_layers:
+            for i in range(n):
+                carry, _ = wrap(body, policies[i])(carry, jax.tree_util.tree_map(lambda a: a[i], (stacked, lora)))
+            return carry
+        carry, _ = jax.lax.scan(wrap(body, policies[0] if policies else "none"), carry, (stacked, lora))
+        return carry
+
+    def indexed(c, xs):
+        i, lp = xs
+        p = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), stacked)
         return block_fn(p, lp or None, c, ctx, cfg), None
 
-    if cfg.remat_policy != "none":
-        body = jax.checkpoint(body, policy=remat_policy(cfg.remat_policy), prevent_cse=not cfg.scan_layers)
-    n = jax.tree_util.tree_leaves(stacked)[0].shape[0]
-    if cfg.scan_layers:
-        carry, _ = jax.lax.scan(body, carry, (stacked, lora))
-        return carry
-    for i in range(n):
-        carry, _ = body(carry, jax.tree_util.tree_map(lambda a: a[i], (stacked, lora)))
+    for name, start, stop in runs:
+        lp = jax.tree_util.tree_map(lambda a: a[start:stop], lora)
+        carry, _ = jax.lax.scan(wrap(indexed, name), carry, (jnp.arange(start, stop), lp))
     return carry
 
 
@@ -335,32 +349,22 @@ def context_tokens(params: dict, cfg: MMDiTConfig, text, text_mask, timestep, te
     return jnp.where(valid[..., None], tokens, 0).astype(dtype), valid.astype(jnp.int32).sum(1)
 
 
-def forward(
-    params: dict,
-    cfg: MMDiTConfig,
-    x: jax.Array,
-    timestep: jax.Array,
-    text: jax.Array,
-    text_mask: jax.Array,
-    pooled: jax.Array | None,
-    guidance: jax.Array | None = None,
-    lora: dict | None = None,
-    lora_cfg: Any = None,
-    *,
-    text_2: jax.Array | None = None,
-    text_2_mask: jax.Array | None = None,
-    image_embeds: jax.Array | None = None,
-    timestep_r: jax.Array | None = None,
-) -> jax.Array:
-    """Velocity prediction [B, T', H', W', out_channels] (float32) for latents x [B, T', H', W', C].
+class Embedded(NamedTuple):
+    """What `embed` hands the block stacks: the token streams, the shared block context, and what
+    `final` needs to turn the video tokens back into a velocity."""
 
-    timestep [B] in [0, 1000]; text [B, L, text_embed_dim] with text_mask [B, L] (right padded);
-    pooled [B, pooled_projection_dim] (None when that is 0); guidance [B] (scale * 1000) iff
-    cfg.guidance_embeds. HunyuanVideo-1.5 only: glyph tokens text_2 [B, N, text_embed_2_dim] with
-    text_2_mask [B, N], image tokens image_embeds [B, M, image_embed_dim] (both optional: absent =
-    no such tokens), timestep_r [B] (MeanFlow, optional). `lora` (from `models.lora.init_lora`) is
-    applied unmerged with scale alpha / rank of `lora_cfg`.
-    """
+    img: jax.Array            # [B, S_video, D]
+    txt: jax.Array            # [B, S_text, D]
+    ctx: blocks.BlockContext
+    temb: jax.Array           # [B, D]
+    grid: tuple[int, int, int]
+    lora: dict                # the adapter ({} without)
+
+
+def embed(params, cfg, x, timestep, text, text_mask, pooled, guidance=None, lora=None, lora_cfg=None, *,
+          text_2=None, text_2_mask=None, image_embeds=None, timestep_r=None) -> Embedded:
+    """Everything before the first block: patch and context tokens, timestep modulation, RoPE tables
+    (arguments as `forward`'s)."""
     timestep, text_mask = jnp.asarray(timestep), jnp.asarray(text_mask)
     as_arr = lambda a: None if a is None else jnp.asarray(a)
     guidance = as_arr(guidance)
@@ -397,13 +401,53 @@ def forward(
         kv_lengths=kv_lengths,
         lora_scale=0.0 if lora is None else lora_cfg.scale,
     )
-    lora = lora or {}
-    img, txt = run_layers(blocks.dual_block, params["transformer_blocks"], lora.get("transformer_blocks"), (img, txt), ctx, cfg)
-    seq = jnp.concatenate([img, txt], axis=1)
-    seq = run_layers(blocks.single_block, params["single_transformer_blocks"], lora.get("single_transformer_blocks"), seq, ctx, cfg)
-    img = seq[:, :n_video]
+    return Embedded(img, txt, ctx, temb, grid, lora or {})
 
-    scale, shift = modulation(params["norm_out"]["linear"], temb, 2, dtype)  # note: (scale, shift)
+
+def final(params, cfg, e: Embedded, seq: jax.Array) -> jax.Array:
+    """The output layer on the video tokens of the final sequence [B, S_video + S_text, D]."""
+    dtype = cfg.compute_dtype
+    img = seq[:, :math.prod(e.grid)]
+    scale, shift = modulation(params["norm_out"]["linear"], e.temb, 2, dtype)  # note: (scale, shift)
     img = layer_norm(img) * (1 + scale) + shift
     out = linear(params["proj_out"], img).astype(jnp.promote_types(dtype, jnp.float32))
-    return unpatchify(out, grid, pt, p)
+    return unpatchify(out, e.grid, cfg.patch_size_t, cfg.patch_size)
+
+
+def forward(
+    params: dict,
+    cfg: MMDiTConfig,
+    x: jax.Array,
+    timestep: jax.Array,
+    text: jax.Array,
+    text_mask: jax.Array,
+    pooled: jax.Array | None,
+    guidance: jax.Array | None = None,
+    lora: dict | None = None,
+    lora_cfg: Any = None,
+    *,
+    text_2: jax.Array | None = None,
+    text_2_mask: jax.Array | None = None,
+    image_embeds: jax.Array | None = None,
+    timestep_r: jax.Array | None = None,
+) -> jax.Array:
+    """Velocity prediction [B, T', H', W', out_channels] (float32) for latents x [B, T', H', W', C].
+
+    timestep [B] in [0, 1000]; text [B, L, text_embed_dim] with text_mask [B, L] (right padded);
+    pooled [B, pooled_projection_dim] (None when that is 0); guidance [B] (scale * 1000) iff
+    cfg.guidance_embeds. HunyuanVideo-1.5 only: glyph tokens text_2 [B, N, text_embed_2_dim] with
+    text_2_mask [B, N], image tokens image_embeds [B, M, image_embed_dim] (both optional: absent =
+    no such tokens), timestep_r [B] (MeanFlow, optional). `lora` (from `models.lora.init_lora`) is
+    applied unmerged with scale alpha / rank of `lora_cfg`.
+    """
+    e = embed(params, cfg, x, timestep, text, text_mask, pooled, guidance, lora, lora_cfg, text_2=text_2,
+              text_2_mask=text_2_mask, image_embeds=image_embeds, timestep_r=timestep_r)
+    active = sharding.active_mesh()
+    plan = remat.resolve(cfg.remat_policy, cfg, tokens=e.img.shape[1] + e.txt.shape[1], batch=x.shape[0],
+                         params=params, lora=lora, mesh=active[0] if active else None)
+    img, txt = run_layers(blocks.dual_block, params["transformer_blocks"], e.lora.get("transformer_blocks"),
+                          (e.img, e.txt), e.ctx, cfg, plan[:cfg.num_layers])
+    seq = jnp.concatenate([img, txt], axis=1)
+    seq = run_layers(blocks.single_block, params["single_transformer_blocks"], e.lora.get("single_transformer_blocks"),
+                     seq, e.ctx, cfg, plan[cfg.num_layers:])
+    return final(params, cfg, e, seq)

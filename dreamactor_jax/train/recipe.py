@@ -30,7 +30,8 @@ def base_config(variant: str = "pose") -> ConfigDict:
         dtype="bfloat16",                    # activations / matmuls
         base_dtype="bfloat16",               # frozen base weights (the adapter is always fp32)
         attention_impl="auto",
-        remat_policy="full",
+        remat_policy="auto",                 # models.remat: picked from the device memory and clip size;
+                                             # a name ("full", "save_attention", ...), a plan or auto:GIB
         scan_layers=True,
         guidance=1.0,                        # embedded guidance scale, only for guidance-distilled configs
     ))
