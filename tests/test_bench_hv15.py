@@ -18,7 +18,7 @@ def test_bench_train_tiny_hv15_runs():
     spec = importlib.util.spec_from_file_location("bench_train", ROOT / "benchmarks" / "bench_train.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    rows = mod.run(argparse.Namespace(model="hv15", part="blocks", steps=1, tiny=True, json=None))["rows"]
+    rows = mod.run(argparse.Namespace(model="hv15", part="blocks", steps=1, tiny=True, json=None, remat=None))["rows"]
     (row,) = rows
     assert row["model"] == "hunyuan_video15" and row["blocks"] == "2+0" and row["fits"]
     assert row["video_tokens"] == 3 * 2 * 4  # 9 frames of a 32x32 panel: 16x VAE, canvas 2W, patch 1
