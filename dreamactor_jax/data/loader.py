@@ -19,9 +19,7 @@ from typing import Iterable, Sequence
 import grain
 import numpy as np
 
-from dreamactor_jax.data.shards import REQUIRED, ShardSource, list_shards
-
-BATCH_KEYS = REQUIRED  # the model's arrays (`shards.RECORD_NDIM`)
+from dreamactor_jax.data.shards import ShardSource, batch_keys, list_shards
 
 
 def epoch_plan(shapes: Sequence[tuple], global_batch: int, seed: int, epoch: int,
@@ -87,7 +85,8 @@ class LoadLocalBatch(grain.transforms.Map):
         local = len(indices) // self.n
         mine = indices[self.p * local:(self.p + 1) * local]
         examples = [self.source[int(i)][0] for i in mine]
-        batch = {k: np.stack([e[k] for e in examples]) for k in BATCH_KEYS}
+        keys = batch_keys(examples, f"batch of records {mine.tolist()}")  # + optional ones all carry
+        batch = {k: np.stack([e[k] for e in examples]) for k in keys}
         batch["index"] = np.asarray(mine, dtype=np.int32)
         return batch
 

@@ -11,6 +11,13 @@ One record is one clip (docs/design.md, "Pre-encoded training example"):
 | `text_mask` | `[L]`              | 1 for valid (right padded) text tokens                 |
 | `pooled`    | `[D_pooled]`       | CLIP pooled output                                     |
 
+optional (HunyuanVideo-1.5: a record carries them or not, and a batch takes them when all its
+records do; `mmdit.forward` checks their widths against the backbone):
+
+| `image_embeds` | `[M, D_image]`  | the reference frame's SigLIP tokens (`text.hv15.image_embeddings`) |
+| `text_2`       | `[N, D_glyph]`  | ByT5 glyph tokens of the caption's quoted text          |
+| `text_2_mask`  | `[N]`           | 1 for valid glyph tokens (given iff `text_2` is)        |
+
 plus JSON metadata (`clip_id`, `source`, `start`, `num_frames`, `fps`, ...).
 
 A record is `MAGIC | u32 header length | JSON header | raw array bytes`; the header names each
@@ -43,8 +50,10 @@ MAGIC = b"DAJX"
 SHARD_SUFFIX = ".array_record"
 # The model's arrays of one record and their ranks (a batch adds a leading axis): the one list of the
 # batch keys, read by the loader, the trainer's batch shardings and the train step.
-RECORD_NDIM = {"target": 4, "canvas": 4, "mask": 4, "text": 2, "text_mask": 1, "pooled": 1}
-REQUIRED = tuple(RECORD_NDIM)
+RECORD_NDIM = {"target": 4, "canvas": 4, "mask": 4, "text": 2, "text_mask": 1, "pooled": 1,
+               "image_embeds": 2, "text_2": 2, "text_2_mask": 1}
+OPTIONAL = ("image_embeds", "text_2", "text_2_mask")  # `mmdit.forward`'s keyword inputs of the same names
+REQUIRED = tuple(k for k in RECORD_NDIM if k not in OPTIONAL)
 _DTYPES = {
     "float32": np.dtype(np.float32),
     "float16": np.dtype(np.float16),
@@ -73,6 +82,27 @@ def validate_example(arrays: Mapping[str, np.ndarray], what: str = "example") ->
     if tx.ndim != 2 or tm.shape != tx.shape[:1] or p.ndim != 1:
         raise ValueError(f"{what}: text {tx.shape} / text_mask {tm.shape} / pooled {p.shape} "
                          "must be [L, D] / [L] / [D]")
+    for k in OPTIONAL:
+        if k in arrays and np.ndim(arrays[k]) != RECORD_NDIM[k]:
+            raise ValueError(f"{what}: {k} must have {RECORD_NDIM[k]} dims, got shape {np.shape(arrays[k])}")
+    if ("text_2" in arrays) != ("text_2_mask" in arrays) or (
+            "text_2" in arrays and np.shape(arrays["text_2_mask"]) != np.shape(arrays["text_2"])[:1]):
+        raise ValueError(f"{what}: text_2 / text_2_mask must come together as [N, D] / [N]")
+
+
+def batch_keys(examples: Iterable[Mapping[str, np.ndarray]], what: str = "batch") -> tuple[str, ...]:
+    """The model keys of a batch of examples: the required ones and the optional ones all of them carry
+    (an optional key carried by some of them only is an error naming it)."""
+    examples = list(examples)
+    keys = list(REQUIRED)
+    for k in OPTIONAL:
+        n = sum(k in e for e in examples)
+        if 0 < n < len(examples):
+            raise ValueError(f"{what}: {k} is in {n} of its {len(examples)} records only (preprocess all "
+                             "shards of one run with the same settings)")
+        if n:
+            keys.append(k)
+    return tuple(keys)
 
 
 def encode_example(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> bytes:

@@ -82,10 +82,17 @@ def lora_shardings(spec: RunSpec, mesh: Mesh) -> Any:
 
 
 def batch_shardings(mesh: Mesh) -> dict:
-    """Batch arrays: the leading axis over (data, fsdp), the rest replicated."""
+    """Batch arrays (every record key, optional ones included): the leading axis over (data, fsdp),
+    the rest replicated."""
     def sh(ndim):
         return NamedSharding(mesh, sharding.logical_to_spec(("batch",) + (None,) * (ndim - 1), mesh=mesh))
     return {k: sh(ndim + 1) for k, ndim in RECORD_NDIM.items()}
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """One sharding for a whole batch dict, whichever optional keys it holds (a pytree prefix: the
+    leading axis over (data, fsdp), the rest replicated, as `batch_shardings`)."""
+    return NamedSharding(mesh, sharding.logical_to_spec(("batch",), mesh=mesh))
 
 
 def state_shardings(spec: RunSpec, mesh: Mesh) -> tuple[Any, Any]:

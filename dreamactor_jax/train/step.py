@@ -1,8 +1,9 @@
 """The jitted train step: noise the target, predict the velocity, grad w.r.t. the adapter only, AdamW.
 
 Model input (docs/design.md): `stack_channels(noisy target latent, canvas latent, mask)`, 33
-channels. Gradients flow to the LoRA pytree alone (`jax.grad` w.r.t. that argument); the base is a
-plain (bf16) input. A non-finite loss or gradient leaves the state untouched and is reported
+channels (65 for HunyuanVideo-1.5, with the batch's optional image / glyph tokens passed on as
+`mmdit.forward`'s keyword inputs when the batch has them). Gradients flow to the LoRA pytree
+alone (`jax.grad` w.r.t. that argument); the base is a plain (bf16) input. A non-finite loss or gradient leaves the state untouched and is reported
 through `metrics["finite"]`, so the host can stop with a clear message before anything bad is saved.
 """
 
@@ -18,15 +19,15 @@ import optax
 from jax.sharding import Mesh
 
 from dreamactor_jax import sharding
-from dreamactor_jax.data.shards import REQUIRED
+from dreamactor_jax.data.shards import OPTIONAL, RECORD_NDIM, REQUIRED
 from dreamactor_jax.incontext import stack_channels
 from dreamactor_jax.models import mmdit
 from dreamactor_jax.train import objective as obj
 from dreamactor_jax.train.optim import lr_schedule, make_optimizer
-from dreamactor_jax.train.state import (RunSpec, base_shardings, batch_shardings, compiler_options, replicated,
-                                        state_shardings)
+from dreamactor_jax.train.state import (RunSpec, base_shardings, batch_sharding, batch_shardings, compiler_options,
+                                        replicated, state_shardings)
 
-MODEL_KEYS = REQUIRED  # the batch keys (`data.shards.RECORD_NDIM`)
+MODEL_KEYS = REQUIRED  # the batch keys every batch has (`data.shards.RECORD_NDIM`; + OPTIONAL ones when present)
 
 
 def loss_fn(lora: Any, base: Any, batch: dict, key: jax.Array, spec: RunSpec) -> tuple[jax.Array, dict]:
@@ -39,9 +40,10 @@ def loss_fn(lora: Any, base: Any, batch: dict, key: jax.Array, spec: RunSpec) ->
     x_t = obj.add_noise(x0, noise, sigma)
     x = stack_channels(x_t, batch["canvas"].astype(jnp.float32), batch["mask"].astype(jnp.float32))
     guidance = None if spec.guidance is None else jnp.full((b,), spec.guidance * 1000.0, jnp.float32)
+    extra = {k: batch[k] for k in OPTIONAL if k in batch}  # HunyuanVideo-1.5's image / glyph tokens
     pred = mmdit.forward(base, spec.model, x, obj.timesteps_from_sigmas(sigma), batch["text"],
                          batch["text_mask"], batch["pooled"], guidance=guidance, lora=lora,
-                         lora_cfg=spec.lora)
+                         lora_cfg=spec.lora, **extra)
     loss, per_example = obj.flow_loss(pred, obj.velocity_target(x0, noise), spec.flow.loss_region)
     return loss, {"sigma": sigma, "per_example": per_example}
 
@@ -108,7 +110,7 @@ def make_train_step(spec: RunSpec, mesh: Mesh, fast_compile: bool = False) -> Ca
     """
     _, state_sh = state_shardings(spec, mesh)
     jitted = jax.jit(functools.partial(train_step, spec=spec),
-                     in_shardings=(state_sh, base_shardings(spec.model, mesh), batch_shardings(mesh)),
+                     in_shardings=(state_sh, base_shardings(spec.model, mesh), batch_sharding(mesh)),
                      out_shardings=(state_sh, replicated(mesh)), donate_argnums=(0,),
                      compiler_options=compiler_options(fast_compile))
 
@@ -124,7 +126,9 @@ def global_batch(local: dict, mesh: Mesh) -> dict:
     """This process's numpy batch -> global jax arrays sharded along the batch axis."""
     shs = batch_shardings(mesh)
     out = {}
-    for k in MODEL_KEYS:
+    for k in RECORD_NDIM:
+        if k not in local:  # an optional key (`data.shards.OPTIONAL`) these records do not carry
+            continue
         a = np.asarray(local[k])
         if a.dtype == np.float64:
             a = a.astype(np.float32)

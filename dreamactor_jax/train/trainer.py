@@ -41,7 +41,8 @@ def _synthetic_shards(config, spec: st.RunSpec, workdir: Path) -> Path:
             write_synthetic_shards(tmp, shapes, clips_per_shape=config.data.synthetic_clips, shards=2,
                                    seed=config.data.seed, channels=spec.model.out_channels,
                                    text_len=8, text_dim=spec.model.text_embed_dim,
-                                   pooled_dim=spec.model.pooled_projection_dim)
+                                   pooled_dim=spec.model.pooled_projection_dim,
+                                   image_dim=spec.model.image_embed_dim, glyph_dim=spec.model.text_embed_2_dim)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("synthetic_shards")
