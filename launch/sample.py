@@ -30,7 +30,9 @@ from the free memory (`--vae-tiling`).
 Text: `--text-embeddings` from tools/encode_text.py, `--prompt` (encoded now with the local text
 encoders; never downloaded here), or `--no-text` (the zero text, no encoder needed); with none of
 them, the empty prompt through the local encoders. True classifier-free guidance at
-`--guidance-scale` when the prompt is not empty. Outputs are written atomically.
+`--guidance-scale` when the prompt is not empty. A backbone with image tokens (HunyuanVideo-1.5) gets
+the reference's SigLIP tokens in both guidance branches (`--image-encoder`, a local folder), or zero
+tokens with `--zero-image-embeds`. Outputs are written atomically.
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ def parse_args(argv):
     p.add_argument("--text-model-path", help="diffusers pipeline folder of the text encoders (default: the "
                    "Hugging Face cache of hunyuanvideo-community/HunyuanVideo[-I2V] by --text-mode)")
     p.add_argument("--text-device", default="cpu", help="torch device of the text encoders")
+    p.add_argument("--image-encoder", help="backbones with image tokens (HunyuanVideo-1.5): local SigLIP folder "
+                   "(or the I2V pipeline folder) for the reference's image tokens")
+    p.add_argument("--zero-image-embeds", action="store_true", help="backbones with image tokens: zero image "
+                   "tokens instead (text-to-video conditioning, no image encoder needed)")
     p.add_argument("--height", type=int, help="panel height (multiple of 16; default from the reference)")
     p.add_argument("--width", type=int, help="panel width (multiple of 16; default from the reference)")
     p.add_argument("--fit", choices=("crop", "pad"), help="how inputs meet the panel (default: crop; a "
@@ -170,6 +176,10 @@ def main(argv=None) -> int:
     packed_text = plan.config.get("packed") and not (args.prompt or args.text_embeddings or args.no_text)
     text_spec = TextSpec.from_args(args)
     text_source = None if packed_text else text_spec.source()  # a packed run may carry a fixed text
+    from dreamactor_jax.text.hv15 import image_token_fn  # the image stream, when the backbone has one
+
+    image_tokens = image_token_fn(plan.mcfg.image_embed_dim, args.image_encoder, zero=args.zero_image_embeds,
+                                  device=args.text_device, flag="--image-encoder", zero_flag="--zero-image-embeds")
 
     # ---------------- inputs ----------------
     from dreamactor_jax import media
@@ -197,7 +207,8 @@ def main(argv=None) -> int:
     if run.vcfg is not None:
         seg = min(settings.segment_frames, 4 * ((len(motion) + 2) // 4) + 1)
         tiling, tiling_line = resolve_tiling(args.vae_tiling, [("encode", seg, h, 2 * w), ("decode", seg, h, w)],
-                                             base_channels=run.vcfg.block_out_channels[0], dtype=run.vcfg.dtype)
+                                             base_channels=run.vcfg.block_out_channels[0], dtype=run.vcfg.dtype,
+                                             framewise=run.vcfg.tiling.framewise_encode)
     encode, decode = loading.codec(run, tiling)
     print(f"loaded step {run.step} of {args.checkpoint} ({run.variant}) on {run.base} + {run.vae} in "
           f"{time.time() - t0:.0f} s; {h}x{w} per panel, {len(motion)} frames at {fps:g} fps, text: {text_what}, "
@@ -210,7 +221,7 @@ def main(argv=None) -> int:
 
     animator = Animator(
         InContextVelocity(run.mcfg, true_cfg=cfg_on), run.params,
-        encode, decode, text, settings)
+        encode, decode, text, settings, image_tokens=image_tokens)
     segments = animator.plan(len(motion))
     bar = tqdm(total=len(segments) * settings.steps, unit="step", disable=args.quiet, file=sys.stderr,
                desc=f"{len(segments)} segment(s)")

@@ -13,7 +13,9 @@ without one); without `--text_embeddings` every clip gets the zero text (no text
 said in the summary). Panels follow each video's orientation (`--orientation auto`: a portrait
 video gets the config's panel transposed, 832x480); `--orientation config` keeps height x width.
 The VAE runs tiled, the tiles sized from the memory at hand (`--vae_tiling`). The full-size VAE
-needs `--config.preprocess.vae_checkpoint` (random weights only with `--random_vae`).
+needs `--config.preprocess.vae_checkpoint` (random weights only with `--random_vae`). A backbone with image
+tokens (configs/pose_hv15.py) stores the reference frame's SigLIP tokens per clip (`--image_encoder`,
+a local folder), or zeros with `--zero_image_embeds`; glyph tokens are not produced here (absent).
 
 A rerun skips finished clips (and redoes those of damaged shards); unusable inputs are skipped,
 counted and listed in the closing summary (also in OUTPUT/preprocess_report.json). A run that
@@ -44,6 +46,10 @@ _ORIENT = flags.DEFINE_enum("orientation", "auto", ["auto", "config"],
 _TILING = flags.DEFINE_string("vae_tiling", "auto", "auto (from free memory), framewise, pipeline, off, or a "
                               "spatial tile side in pixels")
 _RANDOM_VAE = flags.DEFINE_bool("random_vae", False, "allow random weights for the full-size VAE (rehearsals)")
+_IMAGE_ENC = flags.DEFINE_string("image_encoder", None, "backbones with image tokens (HunyuanVideo-1.5): local "
+                                 "SigLIP folder (or the I2V pipeline folder) for the reference frame's tokens")
+_ZERO_IMAGE = flags.DEFINE_bool("zero_image_embeds", False, "backbones with image tokens: store zero image tokens "
+                                "instead (diffusers' text-to-video rule; no image encoder needed)")
 
 
 def _items(src: str, report):
@@ -102,6 +108,9 @@ def main(argv) -> int:
     if _TEXT.value is None:
         print("text: no --text_embeddings, every clip gets the zero text (no text guidance; for the "
               "encoded empty prompt pass tools/encode_text.py --no-text's file)", file=sys.stderr)
+    from dreamactor_jax.text.hv15 import image_token_fn  # the image stream, when the backbone has one
+
+    image_tokens = image_token_fn(mcfg.image_embed_dim, _IMAGE_ENC.value, zero=_ZERO_IMAGE.value)
     estimator = None
     if cfg.variant == "pose" and any(it.pose is None for it in items):  # before the VAE: fails fast
         from dreamactor_jax.pose.extract import make_estimator
@@ -111,7 +120,8 @@ def main(argv) -> int:
     encode = pp.make_vae_encoder(p.vae, p.vae_checkpoint, latent_channels=mcfg.out_channels, seed=c.seed,
                                  tiling=_TILING.value, sizes=sizes, allow_random=_RANDOM_VAE.value,
                                  say=lambda s: print(s, file=sys.stderr))
-    report = pp.run(items, _OUTPUT.value, cfg, encode=encode, text=text, estimator=estimator, report=report)
+    report = pp.run(items, _OUTPUT.value, cfg, encode=encode, text=text, estimator=estimator, report=report,
+                    image_tokens=image_tokens)
     print(report.summary())
     hint = batch_hint(_OUTPUT.value, int(c.data.global_batch))
     if hint:

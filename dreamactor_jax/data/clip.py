@@ -99,10 +99,11 @@ def motion_frames(item, whole: list[np.ndarray], panel: tuple[int, int], cfg, in
 
 
 def make_example(item, start: int, length: int, cfg, encode: Callable, text,
-                 estimator: Callable | None = None) -> tuple[dict, dict, bool]:
+                 estimator: Callable | None = None, image_tokens: Callable | None = None) -> tuple[dict, dict, bool]:
     """(arrays, meta, has_caption) of one clip; `encode(pixels [1, T, H, W, 3]) -> latents [1, T', H', W', C]`.
 
-    `cfg` is a `PreprocessConfig`, `text` a `TextTable`.
+    `cfg` is a `PreprocessConfig`, `text` a `TextTable`; `image_tokens(uint8 [H, W, 3]) -> [M, D]`
+    (HunyuanVideo-1.5, `text.hv15.image_token_fn`) gives the record's `image_embeds` of the reference frame.
     """
     from dreamactor_jax import media
 
@@ -133,6 +134,8 @@ def make_example(item, start: int, length: int, cfg, encode: Callable, text,
     txt, has_caption = text.get(item.id)
     arrays = {"target": z_target.astype(np.float32), "canvas": z_canvas.astype(np.float32),
               "mask": mask.astype(np.float32), **txt}
+    if image_tokens is not None:
+        arrays["image_embeds"] = np.asarray(image_tokens(v[0]), np.float32)
     meta = {"clip_id": f"{item.id}#{start}+{length}", "video_id": item.id, "source": str(item.video),
             "driving": None if item.driving is None else str(item.driving), "start": start,
             "num_frames": length, "fps": cfg.fps, "height": panel[0], "width": panel[1],

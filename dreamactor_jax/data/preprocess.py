@@ -293,8 +293,9 @@ def _existing(out: Path, report: Report) -> tuple[set[str], int]:
     return done, last + 1
 def run(items: Iterable[Item], out_dir: str | os.PathLike, cfg: PreprocessConfig, *, encode: Callable,
         text: TextTable, estimator: Callable | None = None, report: Report | None = None,
-        progress: bool = True) -> Report:
-    """Preprocesses `items` into shards under `out_dir` (resumable); returns the report."""
+        progress: bool = True, image_tokens: Callable | None = None) -> Report:
+    """Preprocesses `items` into shards under `out_dir` (resumable); returns the report. `image_tokens`:
+    the reference frame's image tokens (HunyuanVideo-1.5, `make_example`), None for backbones without."""
     from tqdm.auto import tqdm
 
     from dreamactor_jax import media
@@ -338,7 +339,8 @@ def run(items: Iterable[Item], out_dir: str | os.PathLike, cfg: PreprocessConfig
                     if f"{item.id}#{start}+{length}" in done:
                         report.already_done += 1
                         continue
-                    arrays, meta, has_caption = make_example(item, start, length, cfg, encode, text, estimator)
+                    arrays, meta, has_caption = make_example(item, start, length, cfg, encode, text, estimator,
+                                                                  image_tokens)
                     report.crossed += meta.pop("crossed_orientation")
                     buffer.append((arrays, meta))
                     report.written += 1

@@ -56,7 +56,8 @@ def make_vae_encoder(name: str, checkpoint: str | None, latent_channels: int | N
     else:
         from dreamactor_jax.models.vae_tiling import resolve_tiling
 
-        t, line = resolve_tiling(tiling, sizes, base_channels=vcfg.block_out_channels[0], dtype=dtype)
+        t, line = resolve_tiling(tiling, sizes, base_channels=vcfg.block_out_channels[0], dtype=dtype,
+                                 framewise=vcfg.tiling.framewise_encode)
         say(line)
     vcfg = dc.replace(vcfg, tiling=t)
     params = vae.cast_params(params, dtype)

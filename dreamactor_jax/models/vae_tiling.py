@@ -248,14 +248,14 @@ def choose_tiling(sizes: Iterable[tuple[str, int, int, int]], budget: float, *, 
     `sizes` (op "encode" / "decode", pixel sizes of the videos): framewise alone (diffusers'
     default, fastest) if it fits, else framewise plus the largest spatial tile of `SPATIAL_TILES`
     that fits, else the smallest tile."""
-    t_frames = temporal.min_num_frames + 1
+    t_frames = temporal.min_num_frames + 1 if temporal.framewise_encode else None  # None: all frames at once
     sizes = list(sizes)
 
     def fits(side: int | None) -> bool:
         for op, frames, h, w in sizes:
             th, tw = (h, w) if side is None else (min(side, h), min(side, w))
             resident = 2 * frames * h * w * 3 * 4  # the whole input and output, fp32
-            if tile_peak_bytes(op, min(frames, t_frames), th, tw, base_channels=base_channels,
+            if tile_peak_bytes(op, frames if t_frames is None else min(frames, t_frames), th, tw, base_channels=base_channels,
                                dtype=dtype) + resident > budget:
                 return False
         return True
@@ -268,27 +268,33 @@ def choose_tiling(sizes: Iterable[tuple[str, int, int, int]], budget: float, *, 
 
 
 def resolve_tiling(choice: str, sizes: Iterable[tuple[str, int, int, int]], *, base_channels: int = 128,
-                   dtype: str = "bfloat16", fraction: float = 0.5) -> tuple[Tiling, str]:
+                   dtype: str = "bfloat16", fraction: float = 0.5, framewise: bool = True) -> tuple[Tiling, str]:
     """A `--vae-tiling` value (auto, framewise, pipeline, off, or a spatial tile side in pixels) ->
-    (Tiling, one line saying what was chosen and why)."""
+    (Tiling, one line saying what was chosen and why). `framewise=False`: the VAE has no temporal
+    tiles (HunyuanVideo-1.5's, whose config's default `tiling` has framewise off): the line says so,
+    and auto sizes the spatial tiles for all frames at once."""
     choice = str(choice).strip().lower()
+    fw = "framewise + " if framewise else ""
     if choice == "off":
         return Tiling.off(), "VAE tiling off (one pass over the whole video)"
     if choice == "framewise":
-        return Tiling(), "VAE tiling: framewise (17-frame tiles, no spatial tiles)"
+        return Tiling(), ("VAE tiling: framewise (17-frame tiles, no spatial tiles)" if framewise else
+                          "VAE tiling: none (this VAE has no framewise tiling; one pass over the whole video)")
     if choice == "pipeline":
-        return Tiling.pipeline(), "VAE tiling: framewise + 256-px spatial tiles"
+        return Tiling.pipeline(), f"VAE tiling: {fw}256-px spatial tiles"
     if choice.isdigit():
         side = int(choice)
         if side < 64 or side % 64:
             raise ValueError(f"--vae-tiling {choice}: a spatial tile side must be a multiple of 64 (>= 64)")
         t = Tiling(spatial=True, min_height=side, min_width=side, stride_height=side * 3 // 4,
                    stride_width=side * 3 // 4)
-        return t, f"VAE tiling: framewise + {side}-px spatial tiles"
+        return t, f"VAE tiling: {fw}{side}-px spatial tiles"
     if choice != "auto":
         raise ValueError(f"--vae-tiling {choice}: expected one of {TILING_CHOICES} or a tile side in pixels")
     budget, where = memory_budget(fraction)
-    t = choose_tiling(sizes, budget, base_channels=base_channels, dtype=dtype)
-    what = f"framewise + {t.min_height}-px spatial tiles" if t.spatial else "framewise only"
+    t = choose_tiling(sizes, budget, base_channels=base_channels, dtype=dtype,
+                      temporal=Tiling(framewise_encode=framewise, framewise_decode=framewise))
+    what = (f"{fw}{t.min_height}-px spatial tiles" if t.spatial else
+            "framewise only" if framewise else "none (whole video at once)")
     return t, (f"VAE tiling: auto -> {what} (budget {budget / 2**30:.1f} GiB, "
                f"{fraction:.0%} of {where}; --vae-tiling off/framewise/pipeline/N to choose)")

@@ -98,14 +98,24 @@ class Animator:
     decode: scaled latents [1, T', H', W', C] -> pixels [1, 4(T'-1)+1, 8H', 8W', 3]
     model_fn, params: the sampler's velocity model (`velocity.InContextVelocity`, adapter merged)
     text: the text part of `cond` (`text_cond`)
+    image_tokens: backbones with an image stream (HunyuanVideo-1.5): `fn(uint8 [H, W, 3]) -> [M, D]`
+      (`text.hv15.image_token_fn`), applied to the reference panel; its tokens go into `cond` as
+      `image_embeds` (the same in both CFG branches, as diffusers' I2V pipeline does)
     """
 
     def __init__(self, model_fn, params: Any, encode: Callable, decode: Callable, text: dict,
-                 settings: SampleSettings = SampleSettings()):
+                 settings: SampleSettings = SampleSettings(), image_tokens: Callable | None = None):
         self.model_fn, self.params, self.encode, self.decode = model_fn, params, encode, decode
         self.text = {k: jnp.asarray(v) for k, v in text.items()}
+        self.image_tokens = image_tokens
+        self.reference = {}  # the reference's part of `cond` (`set_reference`)
         self.settings = settings
         self.sigmas = scheduler.flow_sigmas(settings.steps, settings.shift)
+
+    def set_reference(self, ref: np.ndarray) -> None:
+        """The reference's part of `cond` (its image tokens, for a backbone with an image stream)."""
+        self.reference = {} if self.image_tokens is None else {
+            "image_embeds": jnp.asarray(np.asarray(self.image_tokens(ref), np.float32)[None])}
 
     def plan(self, num_frames: int) -> list[long_video.Segment]:
         s = self.settings
@@ -131,7 +141,7 @@ class Animator:
             z_ctx = np.asarray(self.encode(jnp.asarray(np.concatenate([context, motion[:c]], axis=-2))[None]))
             n = z_ctx.shape[1]
             known[:, :n], known_mask[:, :n] = z_ctx, 1.0
-        cond = {"canvas": z_cond, "mask": mask, **self.text}
+        cond = {"canvas": z_cond, "mask": mask, **self.text, **self.reference}
         if self.settings.step_cache > 0:  # one compiled loop (progress is reported when it ends)
             from dreamactor_jax.sampling import step_cache
 
@@ -157,6 +167,7 @@ class Animator:
         if ref.shape != motion.shape[1:]:
             raise ValueError(f"reference {ref.shape} and motion frames {motion.shape[1:]} must have one size")
         segments = self.plan(motion.shape[0])
+        self.set_reference(ref)
         ref_f = to_unit(ref)
         out = np.zeros(motion.shape, np.uint8)
         for i, seg in enumerate(segments):

@@ -30,11 +30,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from dreamactor_jax import incontext
 from dreamactor_jax.models import blocks, mmdit
 from dreamactor_jax.models.config import MMDiTConfig
 from dreamactor_jax.sampling.sampler import _clamp, guided_velocity
 from dreamactor_jax.sampling.scheduler import NUM_TRAIN_TIMESTEPS, euler_step
+from dreamactor_jax.sampling.velocity import context_length, model_inputs
 
 
 def _seq(h):
@@ -42,9 +42,10 @@ def _seq(h):
 
 
 def forward_cached(params, cfg: MMDiTConfig, x, timestep, text, text_mask, pooled, guidance=None, lora=None,
-                   lora_cfg=None, *, cache: dict, threshold) -> tuple[jax.Array, dict, jax.Array]:
-    """`mmdit.forward` with the first-block cache: (velocity, new cache, skipped bool[])."""
-    e = mmdit.embed(params, cfg, x, timestep, text, text_mask, pooled, guidance, lora, lora_cfg)
+                   lora_cfg=None, *, cache: dict, threshold, **streams) -> tuple[jax.Array, dict, jax.Array]:
+    """`mmdit.forward` with the first-block cache: (velocity, new cache, skipped bool[]); `streams`:
+    HunyuanVideo-1.5's keyword inputs (`image_embeds`, `text_2`, `text_2_mask`)."""
+    e = mmdit.embed(params, cfg, x, timestep, text, text_mask, pooled, guidance, lora, lora_cfg, **streams)
     n_video = e.img.shape[1]
     dual, single = params["transformer_blocks"], params["single_transformer_blocks"]
     ld, ls = e.lora.get("transformer_blocks"), e.lora.get("single_transformer_blocks")
@@ -96,20 +97,13 @@ class CachedInContext:
         b = x.shape[0] * (2 if self.true_cfg else 1)
         pt, p = self.cfg.patch_size_t, self.cfg.patch_size
         n_video = (x.shape[1] // pt) * (x.shape[2] // p) * (x.shape[3] // p)
-        return empty_cache(self.cfg, b, n_video, cond["text"].shape[1])
+        return empty_cache(self.cfg, b, n_video, context_length(cond))
 
     def __call__(self, params, x, timestep, cond: dict, cache: dict, threshold):
         base, lora = params if self.lora_cfg is not None else (params, None)
-        inp = incontext.stack_channels(x, cond["canvas"].astype(x.dtype), cond["mask"])
-        guidance = cond.get("guidance")
-        args = (inp, timestep, cond["text"], cond["text_mask"], cond["pooled"], guidance)
-        if self.true_cfg:
-            two = lambda a, c: jnp.concatenate([a, c.astype(a.dtype)], axis=0)
-            args = (two(inp, inp), two(timestep, timestep), two(cond["text"], cond["null_text"]),
-                    two(cond["text_mask"], cond["null_text_mask"]), two(cond["pooled"], cond["null_pooled"]),
-                    None if guidance is None else two(guidance, guidance))
+        args, streams = model_inputs(x, timestep, cond, self.true_cfg)
         v, cache, skip = forward_cached(base, self.cfg, *args, lora=lora, lora_cfg=self.lora_cfg, cache=cache,
-                                        threshold=threshold)
+                                        threshold=threshold, **streams)
         if self.true_cfg:
             b = x.shape[0]
             v = guided_velocity(v[:b], v[b:], cond["scale"])

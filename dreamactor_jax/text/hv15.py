@@ -13,7 +13,9 @@
 These are the inputs `models.mmdit.forward` takes as `text`, `text_2` / `text_2_mask` and `image_embeds`
 for a HunyuanVideo-1.5 config. Checked against the pipeline's own `_get_mllm_prompt_embeds`,
 `_get_byt5_prompt_embeds` and `_get_image_embeds` on tiny random encoders (tests/test_text_hv15.py).
-Not yet wired into tools/encode_text.py and the training shards (the trainer passes the text stream only).
+The image stream is wired through the data path: `image_token_fn` (the reference's tokens, or zeros)
+feeds tools/preprocess.py (records' `image_embeds`) and launch/sample.py (both CFG branches). The glyph
+stream is carried when a record or `cond` has it, but tools/encode_text.py does not produce it yet.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 # The pipeline's system message and the number of template tokens it crops (Qwen2.5-VL's tokenizer).
@@ -36,6 +39,7 @@ CROP_START = 108
 MAX_LENGTH = 1000
 GLYPH_MAX_LENGTH = 256
 SKIP_LAYERS = 2
+IMAGE_TOKENS = 729  # the released SigLIP's tokens (diffusers' `vision_num_semantic_tokens`)
 _QUOTED = re.compile(r"\"(.*?)\"|“(.*?)”")
 
 
@@ -85,3 +89,52 @@ def image_embeddings(encoder: Any, processor: Any, images: Sequence[Any]) -> tor
     pixels = processor.preprocess(images=list(images), do_resize=True, return_tensors="pt", do_convert_rgb=True)
     pixels = pixels.to(device=p.device, dtype=p.dtype)
     return encoder(**pixels).last_hidden_state
+
+
+def load_image_encoder(path: str, device: str = "cpu") -> tuple[Any, Any]:
+    """(SiglipVisionModel, SiglipImageProcessor) from a local folder, never downloaded: a diffusers
+    HunyuanVideo-1.5 I2V pipeline folder (its `image_encoder/` and `feature_extractor/`) or one folder
+    holding both; safetensors weights only."""
+    from pathlib import Path
+
+    import transformers
+
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image encoder {path}: no such folder")
+    enc_dir = root / "image_encoder" if (root / "image_encoder").is_dir() else root
+    proc_dir = root / "feature_extractor" if (root / "feature_extractor").is_dir() else root
+    try:
+        enc = transformers.SiglipVisionModel.from_pretrained(enc_dir, local_files_only=True, use_safetensors=True)
+        proc = transformers.SiglipImageProcessor.from_pretrained(proc_dir, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"image encoder {path}: not a SigLIP vision model folder "
+                         f"({str(e).splitlines()[0][:200]})") from None
+    return enc.to(device).eval(), proc
+
+
+def image_token_fn(width: int, path: str | None = None, *, zero: bool = False, device: str = "cpu",
+                   flag: str = "--image_encoder", zero_flag: str = "--zero_image_embeds"):
+    """`fn(image uint8 [H, W, 3]) -> float32 [M, width]`, the image stream of a backbone whose
+    `image_embed_dim` is `width`: the SigLIP tokens of the image (`image_embeddings`, encoder at `path`),
+    or with `zero` the zero tokens (diffusers' text-to-video rule: all-zero image tokens are masked
+    out). None when `width` is 0 (no image stream); neither given: a one-line error naming the flags."""
+    if width <= 0:
+        return None
+    if zero:
+        return lambda image: np.zeros((IMAGE_TOKENS, width), np.float32)
+    if path is None:
+        raise ValueError(f"{flag}: required for this backbone (image_embed_dim={width}: the reference's SigLIP "
+                         f"tokens); pass a local SigLIP / HunyuanVideo-1.5 I2V pipeline folder, or {zero_flag} "
+                         "for zero image tokens (text-to-video conditioning)")
+    encoder, processor = load_image_encoder(path, device)
+    if encoder.config.hidden_size != width:
+        raise ValueError(f"{flag} {path}: SigLIP width {encoder.config.hidden_size}, the backbone takes {width}")
+
+    def fn(image):
+        from PIL import Image
+
+        with torch.no_grad():
+            out = image_embeddings(encoder, processor, [Image.fromarray(np.asarray(image, np.uint8))])
+        return out[0].float().cpu().numpy()
+    return fn
