@@ -150,3 +150,36 @@ def test_e2e_variant_uses_the_driving_clip_and_reference(inputs, encoder, tmp_pa
     pose = pp.make_example(items[0], meta["start"], 9, dataclasses.replace(cfg, variant="pose"), encoder,
                            pp.TextTable(inputs / "text.safetensors"), _estimator)[0]
     assert np.abs(pose["canvas"][:, :, 4:] - arrays["canvas"][:, :, 4:]).max() > 1e-3
+
+
+def test_image_tokens_of_the_reference_frame_go_into_the_record(inputs, encoder, tmp_path):
+    """A backbone with an image stream (HunyuanVideo-1.5): each record carries `image_tokens` of the
+    clip's reference frame (the manifest's reference image in the panel), and the loader batches them."""
+    from PIL import Image
+
+    from dreamactor_jax import media
+    from dreamactor_jax.text.hv15 import IMAGE_TOKENS, image_token_fn
+
+    ref = np.random.default_rng(4).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(ref).save(tmp_path / "ref.png")
+    (tmp_path / "good.mp4").symlink_to(inputs / "good.mp4")
+    (tmp_path / "m.jsonl").write_text(json.dumps({"video": "good.mp4", "id": "good", "reference": "ref.png"}))
+    items = pp.read_manifest(tmp_path / "m.jsonl", pp.Report())
+    seen = []
+
+    def tokens(image):  # a stand-in encoder: 3 tokens of width 5 from the image it is given
+        seen.append(image)
+        return np.asarray(image, np.float32).reshape(-1)[:15].reshape(3, 5) / 255.0
+    out = pp.run(items, tmp_path / "out", CFG, encode=encoder, text=pp.TextTable(inputs / "text.safetensors"),
+                 estimator=_estimator, progress=False, image_tokens=tokens)
+    assert out.written == 1
+    arrays, _ = ShardSource(list_shards(tmp_path / "out"))[0]
+    np.testing.assert_array_equal(seen[0], media.resize_to(ref, H, W, mode="crop"))  # the reference panel
+    np.testing.assert_array_equal(arrays["image_embeds"], tokens(seen[0]))
+    batch = next(iter(make_dataset(str(tmp_path / "out"), global_batch=1, seed=0, num_threads=1, prefetch=1)))
+    assert batch["image_embeds"].shape == (1, 3, 5)
+    # the tools' choice: none without an image stream, zeros on request, else a one-line error naming the flag
+    assert image_token_fn(0) is None
+    assert image_token_fn(7, zero=True)(ref).shape == (IMAGE_TOKENS, 7)
+    with pytest.raises(ValueError, match="--image_encoder: required .* or --zero_image_embeds"):
+        image_token_fn(7)

@@ -74,7 +74,17 @@ def test_random_base_train_and_sample_the_tiny_hv15_config(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 80, 3), np.uint8)).save(tmp_path / "ref.png")
     frames = [render_pose(standard_person((0.5, 0.5), 0.8), 48, 80) for _ in range(9)]
     media.write_video(tmp_path / "pose.mp4", np.stack(frames), fps=8)
-    _run("launch/sample.py", "--checkpoint", run, "--ref", tmp_path / "ref.png", "--pose", tmp_path / "pose.mp4",
-         "-o", tmp_path / "out.mp4", "--no-text", "--steps", 3, "--quiet")
+    args = ["launch/sample.py", "--checkpoint", run, "--ref", tmp_path / "ref.png", "--pose", tmp_path / "pose.mp4",
+            "-o", tmp_path / "out.mp4", "--no-text", "--steps", 3, "--quiet"]
+    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "--image-encoder: required for this backbone" in r.stderr.strip().splitlines()[-1]
+    # the reference's image tokens from a local SigLIP folder (a tiny random one, safetensors)
+    import transformers
+
+    siglip = transformers.SiglipVisionModel(transformers.SiglipVisionConfig(
+        hidden_size=20, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8))
+    siglip.save_pretrained(tmp_path / "siglip", safe_serialization=True)
+    transformers.SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "siglip")
+    _run(*args, "--image-encoder", tmp_path / "siglip")
     v = media.read_video(tmp_path / "out.mp4")
     assert v.shape[0] == 9 and v.std() > 1.0

@@ -49,6 +49,31 @@ def test_threshold_zero_equals_the_uncached_sampler(scale, layers):
     assert rel_err(got, want) < 1e-5, rel_err(got, want)
 
 
+def test_threshold_zero_equals_the_uncached_sampler_with_hv15_image_and_glyph_tokens():
+    cfg = MMDiTConfig.named("tiny-hv15", attention_impl="xla", dtype="float32", param_dtype="float32")
+    params = mmdit.init_params_numpy(cfg, seed=2, bias_std=0.05)
+    rng = np.random.default_rng(6)
+    rnd = lambda *s: jnp.asarray(rng.standard_normal(s).astype(np.float32))  # noqa: E731
+    mask = np.zeros((1, 2, 4, 8, 1), np.float32)
+    mask[:, 0, :, :4] = mask[:, :, :, 4:] = 1
+    cond = {"canvas": rnd(1, 2, 4, 8, cfg.out_channels) * mask, "mask": jnp.asarray(mask),
+            "text": rnd(1, 6, cfg.text_embed_dim), "text_mask": jnp.asarray([[1, 1, 1, 0, 0, 0]]),
+            "pooled": jnp.zeros((1, 0)), "null_text": rnd(1, 6, cfg.text_embed_dim),
+            "null_text_mask": jnp.asarray([[1, 0, 0, 0, 0, 0]]), "null_pooled": jnp.zeros((1, 0)),
+            "scale": jnp.float32(4.0), "image_embeds": rnd(1, 5, cfg.image_embed_dim),
+            "text_2": rnd(1, 3, cfg.text_embed_2_dim), "text_2_mask": jnp.asarray([[1, 1, 0]]),
+            "null_text_2": rnd(1, 3, cfg.text_embed_2_dim), "null_text_2_mask": jnp.asarray([[1, 0, 0]])}
+    noise = rnd(1, 2, 4, 8, cfg.out_channels)
+    sig = jnp.asarray(scheduler.flow_sigmas(3, 5.0))
+    want = sampler.sample(InContextVelocity(cfg, true_cfg=True), params, cond, noise, sig)
+    got, skipped = step_cache.sample_cached(step_cache.CachedInContext(cfg, true_cfg=True), params, cond, noise, sig,
+                                            threshold=0.0)
+    assert int(skipped) == 0
+    assert rel_err(got, want) < 1e-5, rel_err(got, want)
+    plain = {k: v for k, v in cond.items() if "image" not in k}
+    assert rel_err(sampler.sample(InContextVelocity(cfg, true_cfg=True), params, plain, noise, sig), want) > 1e-4
+
+
 def test_large_threshold_skips_every_step_after_the_first():
     params, cond, noise = _inputs(CFG, 3.0)
     sig = jnp.asarray(scheduler.flow_sigmas(5, 5.0))
