@@ -18,17 +18,19 @@ Base weights: convert diffusers' `transformer/` folder of HunyuanVideo-1.5 I2V:
 
 Data: `tools/preprocess.py --config configs/pose_hv15.py` encodes with this backbone's VAE
 (`models.vae15`, `AutoencoderKLHunyuanVideo15`; convert its `vae/` folder with the same tool and pass
-`--config.preprocess.vae_checkpoint`). Not yet here: its text streams (Qwen2.5-VL 3584 + ByT5 glyphs +
-SigLIP image tokens) are not produced by tools/encode_text.py, so the trainer feeds the text stream
-only (glyph and image tokens absent, which the model treats as no such tokens). Not measured on a
-GPU (speed, memory, largest clip).
+`--config.preprocess.vae_checkpoint`), and stores the reference frame's SigLIP image tokens per clip
+(`--image_encoder` = the pipeline folder, or `--zero_image_embeds`); launch/sample.py takes the same
+(`--image-encoder` / `--zero-image-embeds`). Not yet here: tools/encode_text.py does not produce the
+Qwen2.5-VL text or the ByT5 glyph tokens (glyph tokens are carried when a record has them, absent
+otherwise: no such tokens). Not measured on a GPU (speed, memory, largest clip).
 
 CPU smoke run (tiny HunyuanVideo-1.5 MMDiT, random base, synthetic shards), then sampling from it:
 
     python tools/make_random_base.py /tmp/base-hv15 --backbone hv15
     python launch/train.py --config configs/pose_hv15.py:tiny --workdir /tmp/pose-hv15-tiny \
         --config.base_checkpoint=/tmp/base-hv15/transformer --config.preprocess.vae_checkpoint=/tmp/base-hv15/vae
-    python launch/sample.py --checkpoint /tmp/pose-hv15-tiny --ref ref.png --pose pose.mp4 -o out.mp4 --no-text
+    python launch/sample.py --checkpoint /tmp/pose-hv15-tiny --ref ref.png --pose pose.mp4 -o out.mp4 --no-text \
+        --zero-image-embeds   # or --image-encoder SIGLIP_FOLDER
 """
 
 from dreamactor_jax.models.config import MMDiTConfig
