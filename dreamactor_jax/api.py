@@ -92,11 +92,14 @@ def load_run(checkpoint: str | Path, *, base: str | None = None, vae: str | None
     return loading.load(checkpoint, base=base, vae=vae, dtype=dtype)
 
 
-def make_animator(run: Loaded, *, text: dict | None = None, tiling=None, **settings) -> Animator:
+def make_animator(run: Loaded, *, text: dict | None = None, tiling=None, image_tokens=None,
+                  **settings) -> Animator:
     """The sampler of a loaded run. `text`: a `text_cond(...)` dict (with `null=` for true
     classifier-free guidance); None: the run's fixed text (packed runs) or the zero text. `settings`:
     `SampleSettings` fields (steps, shift, seed, segment_frames, overlap), defaulting to a packed
-    run's own and then HunyuanVideo's. `tiling`: a `models.vae_tiling.Tiling` for the VAE."""
+    run's own and then HunyuanVideo's. `tiling`: a `models.vae_tiling.Tiling` for the VAE.
+    `image_tokens`: backbones with an image stream (HunyuanVideo-1.5), `text.hv15.image_token_fn(...)`;
+    None there: no image tokens."""
     from dreamactor_jax.sampling.velocity import InContextVelocity
 
     own = {k: v for k, v in (run.config.get("sampling") or {}).items()
@@ -113,4 +116,5 @@ def make_animator(run: Loaded, *, text: dict | None = None, tiling=None, **setti
         g = float((run.config.get("model") or {}).get("guidance", 1.0))
         text = {**text, "guidance": np.full((1,), g * 1000.0, np.float32)}  # as `text_cond(guidance=g)`
     encode, decode = loading.codec(run, tiling)
-    return Animator(InContextVelocity(run.mcfg, true_cfg="null_text" in text), run.params, encode, decode, text, s)
+    return Animator(InContextVelocity(run.mcfg, true_cfg="null_text" in text), run.params, encode, decode, text, s,
+                    image_tokens=image_tokens)
