@@ -164,6 +164,13 @@ def test_tiling_is_chosen_from_the_memory_budget():
     assert vt.resolve_tiling("256", sizes)[0].min_width == 256
     t, line = vt.resolve_tiling("auto", [("encode", 9, 32, 64)], base_channels=8, dtype="float32")
     assert not t.spatial and "framewise only" in line
+    # a VAE without framewise tiling (HunyuanVideo-1.5's): the line does not claim it, auto counts all frames
+    t, line = vt.resolve_tiling("auto", [("encode", 9, 32, 64)], base_channels=8, dtype="float32", framewise=False)
+    assert not t.spatial and "framewise" not in line.split(";")[0] and "whole video" in line
+    assert "framewise" not in vt.resolve_tiling("pipeline", sizes, framewise=False)[1]
+    big = [("encode", 121, 480, 1664)]
+    assert (vt.choose_tiling(big, 8 << 30, temporal=vt.Tiling(framewise_encode=False)).min_height
+            <= vt.choose_tiling(big, 8 << 30).min_height)
     with pytest.raises(ValueError, match="--vae-tiling 100"):
         vt.resolve_tiling("100", sizes)
 

@@ -67,10 +67,12 @@ def test_sampler_passes_the_hv15_i2v_pipelines_streams_to_both_cfg_branches(monk
     rng = np.random.default_rng(3)
     ref = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     g = torch.Generator().manual_seed(1)
-    emb = {k: torch.randn(1, n, 8, generator=g) for k, n in
-           (("prompt_embeds", 4), ("negative_prompt_embeds", 4), ("prompt_embeds_2", 3), ("negative_prompt_embeds_2", 3))}
-    masks = {"prompt_embeds_mask": torch.tensor([[1, 1, 1, 0]]), "negative_prompt_embeds_mask": torch.tensor([[1, 0, 0, 0]]),
-             "prompt_embeds_mask_2": torch.tensor([[1, 1, 0]]), "negative_prompt_embeds_mask_2": torch.zeros(1, 3, dtype=torch.int64)}
+    emb = {k: torch.randn(1, n, 8, generator=g) for k, n in (("prompt_embeds", 4), ("negative_prompt_embeds", 4),
+                                                             ("prompt_embeds_2", 3), ("negative_prompt_embeds_2", 3))}
+    masks = {"prompt_embeds_mask": torch.tensor([[1, 1, 1, 0]]),
+             "negative_prompt_embeds_mask": torch.tensor([[1, 0, 0, 0]]),
+             "prompt_embeds_mask_2": torch.tensor([[1, 1, 0]]),
+             "negative_prompt_embeds_mask_2": torch.zeros(1, 3, dtype=torch.int64)}
     with torch.no_grad():
         pipe(image=Image.fromarray(ref), num_frames=5, num_inference_steps=1, output_type="latent",
              return_dict=False, **emb, **masks)

@@ -247,7 +247,8 @@ def choose_tiling(sizes: Iterable[tuple[str, int, int, int]], budget: float, *, 
     """The least tiling whose estimated peak fits `budget` bytes for every `(op, frames, H, W)` of
     `sizes` (op "encode" / "decode", pixel sizes of the videos): framewise alone (diffusers'
     default, fastest) if it fits, else framewise plus the largest spatial tile of `SPATIAL_TILES`
-    that fits, else the smallest tile."""
+    that fits, else the smallest tile. A `temporal` with framewise tiling off (a VAE without it)
+    counts every frame in one tile."""
     t_frames = temporal.min_num_frames + 1 if temporal.framewise_encode else None  # None: all frames at once
     sizes = list(sizes)
 
@@ -255,7 +256,8 @@ def choose_tiling(sizes: Iterable[tuple[str, int, int, int]], budget: float, *, 
         for op, frames, h, w in sizes:
             th, tw = (h, w) if side is None else (min(side, h), min(side, w))
             resident = 2 * frames * h * w * 3 * 4  # the whole input and output, fp32
-            if tile_peak_bytes(op, frames if t_frames is None else min(frames, t_frames), th, tw, base_channels=base_channels,
+            tile_frames = frames if t_frames is None else min(frames, t_frames)
+            if tile_peak_bytes(op, tile_frames, th, tw, base_channels=base_channels,
                                dtype=dtype) + resident > budget:
                 return False
         return True

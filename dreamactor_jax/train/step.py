@@ -3,8 +3,9 @@
 Model input (docs/design.md): `stack_channels(noisy target latent, canvas latent, mask)`, 33
 channels (65 for HunyuanVideo-1.5, with the batch's optional image / glyph tokens passed on as
 `mmdit.forward`'s keyword inputs when the batch has them). Gradients flow to the LoRA pytree
-alone (`jax.grad` w.r.t. that argument); the base is a plain (bf16) input. A non-finite loss or gradient leaves the state untouched and is reported
-through `metrics["finite"]`, so the host can stop with a clear message before anything bad is saved.
+alone (`jax.grad` w.r.t. that argument); the base is a plain (bf16) input. A non-finite loss or
+gradient leaves the state untouched and is reported through `metrics["finite"]`, so the host can
+stop with a clear message before anything bad is saved.
 """
 
 from __future__ import annotations
