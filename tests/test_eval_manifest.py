@@ -95,7 +95,7 @@ def test_not_json_and_empty_manifests(tmp_path):
 
 
 def test_shipped_example_is_valid_and_covers_the_tags():
-    bench = load_bench(EXAMPLE, ASSETS)
+    bench = load_bench(EXAMPLE, ASSETS if ASSETS.is_dir() else None)  # the structure holds without the assets
     assert len(bench.pairs) == 8 and len(bench.drivings) == 4 and len(bench.references) == 7
     kinds = {bench.tags(p)["pair kind"] for p in bench.pairs}
     regions = {bench.drivings[p.driving].region for p in bench.pairs}
