@@ -38,7 +38,8 @@ def setup(tmp_path, monkeypatch):
     monkeypatch.setattr(loading, "check", lambda ckpt, **kw: types.SimpleNamespace(mcfg=CFG))
     monkeypatch.setattr(loading, "load", lambda ckpt, plan=None, **kw: types.SimpleNamespace(
         mcfg=CFG, vcfg=None, vparams=None, params={}, config={}))
-    monkeypatch.setattr(vaes, "module_for", lambda vcfg: types.SimpleNamespace(encode_latents=None, decode_latents=None))
+    monkeypatch.setattr(vaes, "module_for",
+                        lambda vcfg: types.SimpleNamespace(encode_latents=None, decode_latents=None))
     calls = []
 
     class FakeAnimator:
