@@ -15,7 +15,8 @@ checkpoint's fingerprint), written atomically.
 {"video", "id"?, "identity"?}; `--references` a folder (every image its own identity; a first
 sub-folder is its tag: refs/animal/cat.png) or a JSONL manifest of {"image", "id"?, "identity"?,
 "tags"?}. `--text-embeddings` (tools/encode_text.py) gives a unit the prompt keyed by its unit id
-or by its reference's id, else the null prompt. A rerun skips complete units; `--shard i/n` makes
+or by its reference's id, else the null prompt. A HunyuanVideo-1.5 pose run also needs the reference's
+image tokens: `--image-encoder` (a local SigLIP folder) or `--zero-image-embeds`, as launch/sample.py. A rerun skips complete units; `--shard i/n` makes
 shard i of n (run one per host or per GPU, into the same --output). Units that cannot be made
 (unreadable or too short video, no person found, unreadable reference) are counted and listed;
 the exit code is 1 when the shard has no unit at all. Next: tools/filter_pairs.py (docs/e2e.md).
