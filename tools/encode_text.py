@@ -14,6 +14,11 @@ tools/preprocess.py (no --text_embeddings) and launch/sample.py --no-text use th
 reference image: from --manifest (by id) or --image. OUT also holds the null prompt's embedding
 (for classifier-free guidance) and, in its metadata, which text path produced each caption.
 Read it with `dreamactor_jax.text.store.load_text_embeddings`.
+
+--backbone hv15 (HunyuanVideo-1.5) writes Qwen2.5-VL text embeddings (width 3584, --max-length
+default 1000, crop 108) and the ByT5 glyph embeddings of the prompt's quoted text (`text_2`, width
+1472, --glyph-max-length 256) from --model-path, a LOCAL diffusers HunyuanVideo-1.5 pipeline folder
+(never downloaded); --mode, --manifest, --image and --crop-start auto do not apply.
 """
 
 from __future__ import annotations
@@ -37,7 +42,10 @@ def main(argv=None) -> int:
     src.add_argument("--prompt", help="one prompt to encode")
     src.add_argument("--no-text", action="store_true", help="encode the empty prompt (no text guidance)")
     p.add_argument("--id", default="prompt", help="id of --prompt / --no-text")
+    p.add_argument("--backbone", default="hunyuan", choices=["hunyuan", "hv15"],
+                   help="whose text encoders: HunyuanVideo (LLaMA + CLIP) or HunyuanVideo-1.5 (Qwen2.5-VL + ByT5)")
     p.add_argument("--mode", default="t2v", choices=["t2v", "i2v"])
+    p.add_argument("--glyph-max-length", type=int, default=256, help="hv15: ByT5 glyph tokens (reference: 256)")
     p.add_argument("--model-path", default=None,
                    help="diffusers pipeline folder or hub id (default: hunyuanvideo-community/HunyuanVideo"
                         "[-I2V])")
@@ -46,7 +54,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-length", type=int, default=256, help="text tokens kept after the crop (reference: 256)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="text tokens kept after the crop (reference: 256; hv15: 1000)")
     p.add_argument("--image-embed-interleave", type=int, default=2,
                    help="i2v: keep every n-th image token (2 for the 33ch model, 4 for token_replace)")
     p.add_argument("--crop-start", default="reference",
@@ -67,6 +76,10 @@ def main(argv=None) -> int:
         sources = ["prompt" if args.prompt is not None else "none"]
         if args.prompt is not None and not args.prompt.strip():
             raise ValueError("--prompt: empty; use --no-text to ask for no text")
+    if args.backbone == "hv15":
+        return _main_hv15(args, ids, texts, sources)
+    if args.max_length is None:
+        args.max_length = 256
     images = None
     if args.mode == "i2v":
         from dreamactor_jax.media.image import read_image
@@ -125,6 +138,38 @@ def main(argv=None) -> int:
     summary = {"out": str(args.out), "n": len(ids), "text": list(emb.text.shape),
                "text_source": text_source, **stats}
     print(json.dumps(summary))
+    return 0
+
+
+def _main_hv15(args, ids, texts, sources) -> int:
+    """--backbone hv15: both HunyuanVideo-1.5 text streams from the local pipeline folder."""
+    from dreamactor_jax.text import hv15
+    from dreamactor_jax.text.store import save_text_embeddings
+
+    if args.mode != "t2v" or args.image or args.manifest:
+        raise ValueError("--backbone hv15: --mode i2v / --image / --manifest do not apply (its text encoder "
+                         "sees no image; the image stream is launch/sample.py's --image-encoder)")
+    if args.crop_start == "reference":
+        crop = hv15.CROP_START
+    elif args.crop_start.isdigit():
+        crop = int(args.crop_start)
+    else:
+        raise ValueError(f"--crop-start: with --backbone hv15 expected reference or a number, got {args.crop_start!r}")
+    max_length = hv15.MAX_LENGTH if args.max_length is None else args.max_length
+    import torch
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+             "auto": torch.float32 if args.device == "cpu" else torch.bfloat16}[args.dtype]
+    enc = hv15.load_text_encoders(args.model_path, args.device, dtype, flag="--model-path")
+    emb, null = hv15.encode_file(enc, texts, max_length=max_length, crop_start=crop,
+                                 glyph_max_length=args.glyph_max_length, batch_size=args.batch_size)
+    text_source = dict(collections.Counter(sources))
+    meta = {"text_source": text_source, "backbone": "hv15", "model_path": str(args.model_path),
+            "max_length": max_length, "crop_start": crop, "glyph_max_length": args.glyph_max_length,
+            "hidden_state": -(hv15.SKIP_LAYERS + 1)}
+    save_text_embeddings(args.out, emb, ids, null=null, prompts=texts, meta=meta)
+    print(json.dumps({"out": str(args.out), "n": len(ids), "text": list(emb.text.shape),
+                      "text_2": list(emb.text_2.shape), "text_source": text_source,
+                      "with_glyphs": int(emb.text_2_mask.any(axis=1).sum())}))
     return 0
 
 

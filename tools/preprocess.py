@@ -104,7 +104,7 @@ def main(argv) -> int:
         raise ValueError(f"--input {_INPUT.value}: no videos found")
     mcfg = MMDiTConfig.named(c.model.name)
     text = pp.TextTable(_TEXT.value, use_captions=p.text_guidance, text_dim=mcfg.text_embed_dim,
-                        pooled_dim=mcfg.pooled_projection_dim)
+                        pooled_dim=mcfg.pooled_projection_dim, glyph_dim=mcfg.text_embed_2_dim)
     if _TEXT.value is None:
         print("text: no --text_embeddings, every clip gets the zero text (no text guidance; for the "
               "encoded empty prompt pass tools/encode_text.py --no-text's file)", file=sys.stderr)

@@ -15,7 +15,8 @@ checkpoint's fingerprint), written atomically.
 {"video", "id"?, "identity"?}; `--references` a folder (every image its own identity; a first
 sub-folder is its tag: refs/animal/cat.png) or a JSONL manifest of {"image", "id"?, "identity"?,
 "tags"?}. `--text-embeddings` (tools/encode_text.py) gives a unit the prompt keyed by its unit id
-or by its reference's id, else the null prompt. A rerun skips complete units; `--shard i/n` makes
+or by its reference's id, else the null prompt. A HunyuanVideo-1.5 pose run also needs the reference's
+image tokens: `--image-encoder` (a local SigLIP folder) or `--zero-image-embeds`, as launch/sample.py. A rerun skips complete units; `--shard i/n` makes
 shard i of n (run one per host or per GPU, into the same --output). Units that cannot be made
 (unreadable or too short video, no person found, unreadable reference) are counted and listed;
 the exit code is 1 when the shard has no unit at all. Next: tools/filter_pairs.py (docs/e2e.md).
@@ -60,6 +61,11 @@ def parse_args(argv):
     p.add_argument("--base", help="converted backbone folder (default: the run's base_checkpoint)")
     p.add_argument("--vae", help="converted VAE folder (default: the run's preprocess.vae_checkpoint)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: bfloat16 on GPU/TPU, float32 on CPU")
+    p.add_argument("--image-encoder", help="backbones with image tokens (HunyuanVideo-1.5): local SigLIP folder "
+                   "(or HunyuanVideo-1.5 I2V pipeline folder) for the reference's tokens, never downloaded")
+    p.add_argument("--zero-image-embeds", action="store_true", help="backbones with image tokens: zero image "
+                   "tokens instead (text-to-video conditioning, no image encoder needed)")
+    p.add_argument("--image-device", default="cpu", help="device of the image encoder (torch)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -103,7 +109,9 @@ def main(argv=None) -> int:
     sampler = generator.SamplerSettings(steps=args.steps, shift=args.shift, guidance_scale=args.guidance_scale,
                                         segment_frames=args.segment_frames, overlap=args.overlap, dtype=args.dtype)
     estimator = make_estimator(args.pose_estimator, args.det_model, args.pose_model)
-    model = generator.PoseModel(args.checkpoint, args.text_embeddings, base=args.base, vae=args.vae, settings=sampler)
+    model = generator.PoseModel(args.checkpoint, args.text_embeddings, base=args.base, vae=args.vae, settings=sampler,
+                                image_encoder=args.image_encoder, zero_image_embeds=args.zero_image_embeds,
+                                image_device=args.image_device)
     print(f"{len(sources)} source videos, {len(pool)} references; shard {shard[0]}/{shard[1]}; units of "
           f"{settings.frames} frames at {settings.fps:g} fps, {settings.height}x{settings.width}; pose model "
           f"step {model.describe()['checkpoint']['step']} of {args.checkpoint}", file=sys.stderr)

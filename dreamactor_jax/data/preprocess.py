@@ -208,7 +208,7 @@ class TextTable:
     not at training time."""
 
     def __init__(self, path: str | os.PathLike | None, use_captions: bool = True, *,
-                 text_dim: int | None = None, pooled_dim: int | None = None):
+                 text_dim: int | None = None, pooled_dim: int | None = None, glyph_dim: int | None = None):
         from dreamactor_jax.text.store import load_text_embeddings, zero_text
 
         if path is None:
@@ -225,15 +225,21 @@ class TextTable:
                 if want is not None and have != want:
                     raise ValueError(f"text embeddings {path}: {name} width {have}, the backbone takes {want} "
                                      "(encoded for another model? re-run tools/encode_text.py)")
+            if glyph_dim is not None and self.null.text_2 is not None and self.null.text_2.shape[-1] != glyph_dim:
+                raise ValueError(f"text embeddings {path}: glyph (text_2) width {self.null.text_2.shape[-1]}, the "
+                                 f"backbone takes {glyph_dim}")
         self.path = path
         self.use_captions = use_captions
 
     def get(self, item_id: str) -> tuple[dict[str, np.ndarray], bool]:
-        """({text, text_mask, pooled}, has_caption)."""
+        """({text, text_mask, pooled} and, from a HunyuanVideo-1.5 file, {text_2, text_2_mask}, has_caption)."""
         row = self.index.get(item_id) if self.use_captions else None
         src, i = (self.null, 0) if row is None else (self.emb, row)
-        return ({"text": src.text[i].astype(np.float32), "text_mask": src.text_mask[i].astype(np.int32),
-                 "pooled": src.pooled[i].astype(np.float32)}, row is not None)
+        out = {"text": src.text[i].astype(np.float32), "text_mask": src.text_mask[i].astype(np.int32),
+               "pooled": src.pooled[i].astype(np.float32)}
+        if src.text_2 is not None:
+            out.update(text_2=src.text_2[i].astype(np.float32), text_2_mask=src.text_2_mask[i].astype(np.int32))
+        return out, row is not None
 
 
 # ----------------------------------------------------------------------------------------------

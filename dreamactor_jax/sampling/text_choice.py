@@ -6,7 +6,8 @@ text encoders (`--prompt`; none given: the empty prompt), never downloaded. `sou
 before anything slow (the file read, the encoders found); `condition()` makes the text part of the
 sampler's `cond` (`pipeline.text_cond`), with true classifier-free guidance at `guidance_scale` when
 the prompt is not empty and a null prompt is at hand, and the embedded guidance of
-guidance-distilled backbones (`embedded_guidance`, else the run's `model.guidance`).
+guidance-distilled backbones (`embedded_guidance`, else the run's `model.guidance`). A file with
+HunyuanVideo-1.5 glyph tokens (`text_2`) adds them to `cond` (the null prompt's in the CFG branch).
 """
 
 from __future__ import annotations
@@ -88,7 +89,26 @@ class TextSpec:
                                  ("pooled", emb.pooled.shape[-1], mcfg.pooled_projection_dim)):
             if have != want:
                 raise ValueError(f"text embeddings: {name} width {have}, the backbone takes {want}")
+        glyph_dim = getattr(mcfg, "text_embed_2_dim", 0)
+        if emb.text_2 is not None and emb.text_2.shape[-1] != glyph_dim:
+            raise ValueError(f"text embeddings: glyph (text_2) width {emb.text_2.shape[-1]}, the backbone takes "
+                             f"{glyph_dim}")
         cfg_on = bool(prompt) and self.guidance_scale != 1.0 and null is not None
         nul = (null.text, null.text_mask, null.pooled) if cfg_on else None
-        return text_cond(emb.text, emb.text_mask, emb.pooled, null=nul, scale=self.guidance_scale,
-                         guidance=guidance), cfg_on, what
+        cond = text_cond(emb.text, emb.text_mask, emb.pooled, null=nul, scale=self.guidance_scale, guidance=guidance)
+        cond.update(glyph_cond(emb, null if cfg_on else None))
+        return cond, cfg_on, what
+
+
+def glyph_cond(emb, null=None) -> dict:
+    """The glyph part of `cond` (batch 1; HunyuanVideo-1.5's ByT5 tokens, `text_2` / `text_2_mask`, and
+    with `null` the empty prompt's as `null_text_2` / `null_text_2_mask`), {} when `emb` has none."""
+    import numpy as np
+
+    if emb.text_2 is None:
+        return {}
+    out = {"text_2": np.asarray(emb.text_2[:1], np.float32), "text_2_mask": np.asarray(emb.text_2_mask[:1], np.int32)}
+    if null is not None and null.text_2 is not None:
+        out.update(null_text_2=np.asarray(null.text_2[:1], np.float32),
+                   null_text_2_mask=np.asarray(null.text_2_mask[:1], np.int32))
+    return out

@@ -14,8 +14,9 @@ These are the inputs `models.mmdit.forward` takes as `text`, `text_2` / `text_2_
 for a HunyuanVideo-1.5 config. Checked against the pipeline's own `_get_mllm_prompt_embeds`,
 `_get_byt5_prompt_embeds` and `_get_image_embeds` on tiny random encoders (tests/test_text_hv15.py).
 The image stream is wired through the data path: `image_token_fn` (the reference's tokens, or zeros)
-feeds tools/preprocess.py (records' `image_embeds`) and launch/sample.py (both CFG branches). The glyph
-stream is carried when a record or `cond` has it, but tools/encode_text.py does not produce it yet.
+feeds tools/preprocess.py (records' `image_embeds`) and launch/sample.py (both CFG branches). The text
+and glyph streams are written per prompt by `tools/encode_text.py --backbone hv15` (`encode_file`, from
+a local diffusers HunyuanVideo-1.5 pipeline folder) and read back by preprocessing and sampling.
 """
 
 from __future__ import annotations
@@ -138,3 +139,56 @@ def image_token_fn(width: int, path: str | None = None, *, zero: bool = False, d
             out = image_embeddings(encoder, processor, [Image.fromarray(np.asarray(image, np.uint8))])
         return out[0].float().cpu().numpy()
     return fn
+
+
+def load_text_encoders(path: str | None, device: str = "cpu", dtype: Any = None,
+                       flag: str = "--model-path") -> dict:
+    """The Qwen2.5-VL text model + tokenizer (`text_encoder/`, `tokenizer/`) and ByT5 encoder + tokenizer
+    (`text_encoder_2/`, `tokenizer_2/`) of a local diffusers HunyuanVideo-1.5 pipeline folder, never
+    downloaded, safetensors weights only; a missing part: a one-line error naming `flag`."""
+    from pathlib import Path
+
+    import transformers
+
+    if not path or not Path(path).is_dir():
+        raise ValueError(f"{flag}: {'required' if not path else path + ': no such folder'} (a local diffusers "
+                         "HunyuanVideo-1.5 pipeline folder with text_encoder/, tokenizer/, text_encoder_2/, "
+                         "tokenizer_2/; never downloaded)")
+    root, out = Path(path), {}
+    for key, sub, load in (
+            ("text_encoder", "text_encoder", lambda d: transformers.Qwen2_5_VLTextModel.from_pretrained(
+                d, local_files_only=True, use_safetensors=True, torch_dtype=dtype)),
+            ("tokenizer", "tokenizer", lambda d: transformers.AutoTokenizer.from_pretrained(d, local_files_only=True)),
+            ("glyph_encoder", "text_encoder_2", lambda d: transformers.T5EncoderModel.from_pretrained(
+                d, local_files_only=True, use_safetensors=True, torch_dtype=dtype)),
+            ("glyph_tokenizer", "tokenizer_2",
+             lambda d: transformers.AutoTokenizer.from_pretrained(d, local_files_only=True))):
+        if not (root / sub).is_dir():
+            raise ValueError(f"{flag} {path}: no {sub}/ folder (a diffusers HunyuanVideo-1.5 pipeline folder)")
+        try:
+            out[key] = load(root / sub)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{flag} {path}: cannot read {sub}/ ({str(e).splitlines()[0][:200]})") from None
+    for key in ("text_encoder", "glyph_encoder"):
+        out[key] = out[key].to(device).eval()
+    return out
+
+
+def encode_file(enc: dict, prompts: Sequence[str], *, max_length: int = MAX_LENGTH, crop_start: int = CROP_START,
+                glyph_max_length: int = GLYPH_MAX_LENGTH, batch_size: int = 8):
+    """(prompts' `store.TextEmbeddings`, the empty prompt's) with both streams: `text` / `text_mask` from
+    `text_embeddings`, `text_2` / `text_2_mask` from `glyph_embeddings`, and a width-0 `pooled`
+    (HunyuanVideo-1.5 has no pooled text vector). The empty prompt is the pipelines' negative prompt."""
+    from dreamactor_jax.text.store import TextEmbeddings
+
+    def run(batch):
+        with torch.no_grad():
+            t, m = text_embeddings(enc["text_encoder"], enc["tokenizer"], batch, max_length=max_length,
+                                   crop_start=crop_start)
+            g, gm = glyph_embeddings(enc["glyph_encoder"], enc["glyph_tokenizer"], batch, max_length=glyph_max_length)
+        f = lambda x, dt: x.float().cpu().numpy().astype(dt)  # noqa: E731
+        return TextEmbeddings(f(t, np.float32), f(m, np.int32), np.zeros((len(batch), 0), np.float32),
+                              f(g, np.float32), f(gm, np.int32))
+
+    parts = [run(list(prompts[i:i + batch_size])) for i in range(0, len(prompts), batch_size)]
+    return TextEmbeddings.concat(parts), run([""])

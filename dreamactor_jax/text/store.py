@@ -5,6 +5,9 @@ One safetensors file (no torch needed to read it):
   text_mask [N, L] int32      1 for real tokens, right padded
   pooled [N, 768] float32     CLIP-L pooled output
   null_text [1, L, D], null_text_mask [1, L], null_pooled [1, 768]   the empty prompt (for CFG)
+  text_2 [N, G, 1472], text_2_mask [N, G], null_text_2, null_text_2_mask   HunyuanVideo-1.5 only: the
+    ByT5 glyph tokens (`text.hv15.glyph_embeddings`); there `text` is Qwen2.5-VL's (width 3584) and
+    `pooled` has width 0
 metadata: ids (JSON list of N keys), prompts (JSON list), text_source (gemini / file / none / ...),
 and the encoder settings (mode, model, crop_start, ...).
 
@@ -31,6 +34,8 @@ class TextEmbeddings:
     text: np.ndarray        # [N, L, D] float32
     text_mask: np.ndarray   # [N, L] int32
     pooled: np.ndarray      # [N, P] float32
+    text_2: np.ndarray | None = None       # [N, G, D_glyph] float32 (HunyuanVideo-1.5 glyph tokens)
+    text_2_mask: np.ndarray | None = None  # [N, G] int32
 
     def __post_init__(self):
         n = self.text.shape[0]
@@ -38,6 +43,13 @@ class TextEmbeddings:
                 or self.pooled.ndim != 2 or self.pooled.shape[0] != n:
             raise ValueError(f"embeddings: inconsistent shapes text {self.text.shape}, "
                              f"text_mask {self.text_mask.shape}, pooled {self.pooled.shape}")
+        if (self.text_2 is None) != (self.text_2_mask is None) or self.text_2 is not None and (
+                self.text_2.ndim != 3 or self.text_2.shape[0] != n or self.text_2_mask.shape != self.text_2.shape[:2]):
+            raise ValueError("embeddings: text_2 / text_2_mask must come together as [N, G, D] / [N, G]")
+
+    def glyph(self) -> dict:
+        """{"text_2", "text_2_mask"} when the glyph tokens are present, else {}."""
+        return {} if self.text_2 is None else {"text_2": self.text_2, "text_2_mask": self.text_2_mask}
 
     def __len__(self) -> int:
         return self.text.shape[0]
@@ -45,13 +57,15 @@ class TextEmbeddings:
     def take(self, index) -> "TextEmbeddings":
         """Rows `index` (an int keeps the batch axis)."""
         index = [index] if isinstance(index, (int, np.integer)) else index
-        return TextEmbeddings(self.text[index], self.text_mask[index], self.pooled[index])
+        return TextEmbeddings(self.text[index], self.text_mask[index], self.pooled[index],
+                              **{k: v[index] for k, v in self.glyph().items()})
 
     @staticmethod
     def concat(parts: list["TextEmbeddings"]) -> "TextEmbeddings":
+        glyph = {k: np.concatenate([p.glyph()[k] for p in parts]) for k in parts[0].glyph()}
         return TextEmbeddings(np.concatenate([p.text for p in parts]),
                               np.concatenate([p.text_mask for p in parts]),
-                              np.concatenate([p.pooled for p in parts]))
+                              np.concatenate([p.pooled for p in parts]), **glyph)
 
 
 def zero_text(text_dim: int, pooled_dim: int) -> TextEmbeddings:
@@ -74,12 +88,14 @@ def save_text_embeddings(path: str | os.PathLike, emb: TextEmbeddings, ids: list
         raise ValueError(f"prompts: {len(prompts)} prompts for {len(ids)} ids")
     tensors = {"text": emb.text.astype(np.float32), "text_mask": emb.text_mask.astype(np.int32),
                "pooled": emb.pooled.astype(np.float32)}
+    tensors.update(_glyph_tensors(emb))
     if null is not None:
-        if null.text.shape[1:] != emb.text.shape[1:]:
-            raise ValueError(f"null: text shape {null.text.shape} does not match {emb.text.shape}")
+        if null.text.shape[1:] != emb.text.shape[1:] or (null.text_2 is None) != (emb.text_2 is None):
+            raise ValueError(f"null: text shape {null.text.shape} (glyph {null.text_2 is not None}) does not "
+                             f"match {emb.text.shape} (glyph {emb.text_2 is not None})")
         tensors.update(null_text=null.text.astype(np.float32),
                        null_text_mask=null.text_mask.astype(np.int32),
-                       null_pooled=null.pooled.astype(np.float32))
+                       null_pooled=null.pooled.astype(np.float32), **_glyph_tensors(null, "null_"))
     metadata = {"ids": json.dumps(list(ids), ensure_ascii=False), "format": "dreamactor-text-v1"}
     if prompts is not None:
         metadata["prompts"] = json.dumps(list(prompts), ensure_ascii=False)
@@ -87,6 +103,17 @@ def save_text_embeddings(path: str | os.PathLike, emb: TextEmbeddings, ids: list
         metadata[k] = v if isinstance(v, str) else json.dumps(v)
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def _glyph_tensors(emb: TextEmbeddings, prefix: str = "") -> dict:
+    if emb.text_2 is None:
+        return {}
+    return {prefix + "text_2": emb.text_2.astype(np.float32), prefix + "text_2_mask": emb.text_2_mask.astype(np.int32)}
+
+
+def _emb(t: dict, prefix: str = "") -> TextEmbeddings:
+    return TextEmbeddings(t[prefix + "text"], t[prefix + "text_mask"], t[prefix + "pooled"],
+                          t.get(prefix + "text_2"), t.get(prefix + "text_2_mask"))
 
 
 def load_text_embeddings(path: str | os.PathLike) -> dict:
@@ -108,9 +135,8 @@ def load_text_embeddings(path: str | os.PathLike) -> dict:
                          "make one with tools/encode_text.py")
     try:
         t = load_file(str(path))
-        emb = TextEmbeddings(t["text"], t["text_mask"], t["pooled"])
-        null = (TextEmbeddings(t["null_text"], t["null_text_mask"], t["null_pooled"])
-                if "null_text" in t else None)
+        emb = _emb(t)
+        null = _emb(t, "null_") if "null_text" in t else None
         ids = json.loads(meta.pop("ids"))
         prompts = json.loads(meta.pop("prompts")) if "prompts" in meta else None
     except Exception as e:  # noqa: BLE001 - a cut or edited file fails in many ways; one line for the user
