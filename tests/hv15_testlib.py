@@ -84,3 +84,46 @@ def hv15_torch_forward(model, cfg: MMDiTConfig, inp: dict) -> np.ndarray:
 def jax_kwargs(inp: dict) -> dict:
     """The keyword inputs of `mmdit.forward` for these inputs."""
     return {k: inp[k] for k in ("text_2", "text_2_mask", "image_embeds", "timestep_r")}
+
+
+def recording_i2v_pipeline(latent_ch: int = 32, guidance_scale: float = 1.0):
+    """diffusers' `HunyuanVideo15ImageToVideoPipeline` on a tiny random VAE and SigLIP, with a stand-in
+    transformer that records every call's inputs (`x` = hidden_states, `image_embeds` and the keyword
+    streams) and predicts zeros. Returns (pipe, recorder, vae); CFG is on when guidance_scale > 1."""
+    import transformers
+    from diffusers import AutoencoderKLHunyuanVideo15, ClassifierFreeGuidance, FlowMatchEulerDiscreteScheduler
+    from diffusers.configuration_utils import ConfigMixin, register_to_config
+    from diffusers.models.cache_utils import CacheMixin
+    from diffusers.models.modeling_utils import ModelMixin
+    from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video import (
+        HunyuanVideo15ImageToVideoPipeline,
+    )
+
+    class Recorder(ModelMixin, ConfigMixin, CacheMixin):
+        @register_to_config
+        def __init__(self, in_channels=2 * latent_ch + 1, target_size=64, image_embed_dim=16, use_meanflow=False):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))
+            self.calls = []
+
+        def forward(self, hidden_states, image_embeds, timestep, timestep_r=None, attention_kwargs=None,
+                    return_dict=True, **kw):
+            self.calls.append({"x": hidden_states.detach().clone(), "image_embeds": image_embeds.detach().clone(),
+                               **{k: v.detach().clone() for k, v in kw.items()}})
+            return (torch.zeros_like(hidden_states[:, :latent_ch]),)
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLHunyuanVideo15(latent_channels=latent_ch, block_out_channels=(8, 16, 32, 64, 64),
+                                      layers_per_block=1).eval()
+    siglip = transformers.SiglipVisionModel(transformers.SiglipVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+        patch_size=8)).eval()
+    rec = Recorder()
+    guider = ClassifierFreeGuidance(guidance_scale=guidance_scale, enabled=guidance_scale > 1.0)
+    pipe = HunyuanVideo15ImageToVideoPipeline(
+        text_encoder=None, tokenizer=None, transformer=rec, vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=None, tokenizer_2=None,
+        guider=guider, image_encoder=siglip,
+        feature_extractor=transformers.SiglipImageProcessor(size={"height": 32, "width": 32}),
+    )
+    return pipe, rec, vae

@@ -18,16 +18,10 @@ import pytest
 def test_sampler_passes_the_hv15_i2v_pipelines_streams_to_both_cfg_branches(monkeypatch):
     torch = pytest.importorskip("torch")
     pytest.importorskip("diffusers")
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
+    from hv15_testlib import recording_i2v_pipeline
     import jax
     import jax.numpy as jnp
-    from diffusers import AutoencoderKLHunyuanVideo15, ClassifierFreeGuidance, FlowMatchEulerDiscreteScheduler
-    from diffusers.configuration_utils import ConfigMixin, register_to_config
-    from diffusers.models.cache_utils import CacheMixin
-    from diffusers.models.modeling_utils import ModelMixin
-    from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video import (
-        HunyuanVideo15ImageToVideoPipeline,
-    )
     from PIL import Image
 
     from dreamactor_jax.models import mmdit
@@ -37,33 +31,8 @@ def test_sampler_passes_the_hv15_i2v_pipelines_streams_to_both_cfg_branches(monk
     from dreamactor_jax.text import hv15
 
     latent_ch = 32
-
-    class Recorder(ModelMixin, ConfigMixin, CacheMixin):
-        @register_to_config
-        def __init__(self, in_channels=2 * latent_ch + 1, target_size=64, image_embed_dim=16, use_meanflow=False):
-            super().__init__()
-            self.dummy = torch.nn.Parameter(torch.zeros(1))
-            self.calls = []
-
-        def forward(self, hidden_states, image_embeds, timestep, timestep_r=None, attention_kwargs=None,
-                    return_dict=True, **kw):
-            self.calls.append({"image_embeds": image_embeds.detach().clone(),
-                               **{k: v.detach().clone() for k, v in kw.items()}})
-            return (torch.zeros_like(hidden_states[:, :latent_ch]),)
-
-    torch.manual_seed(0)
-    vae = AutoencoderKLHunyuanVideo15(latent_channels=latent_ch, block_out_channels=(8, 16, 32, 64, 64),
-                                      layers_per_block=1).eval()
-    siglip = transformers.SiglipVisionModel(transformers.SiglipVisionConfig(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
-        patch_size=8)).eval()
-    processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32})
-    rec = Recorder()
-    pipe = HunyuanVideo15ImageToVideoPipeline(
-        text_encoder=None, tokenizer=None, transformer=rec, vae=vae,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=None, tokenizer_2=None,
-        guider=ClassifierFreeGuidance(guidance_scale=5.0), image_encoder=siglip, feature_extractor=processor,
-    )
+    pipe, rec, _ = recording_i2v_pipeline(latent_ch, guidance_scale=5.0)
+    siglip, processor = pipe.image_encoder, pipe.feature_extractor
     rng = np.random.default_rng(3)
     ref = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     g = torch.Generator().manual_seed(1)
