@@ -69,12 +69,11 @@ def run(args) -> dict:
 
     from dreamactor_jax import sharding
     from dreamactor_jax.models import lora as lora_lib
-    from dreamactor_jax.models import mmdit, remat
     from dreamactor_jax.models.config import MMDiTConfig
     from dreamactor_jax.train import state as st
     from dreamactor_jax.train.objective import FlowConfig
     from dreamactor_jax.train.optim import OptimConfig
-    from dreamactor_jax.train.step import batch_tokens, make_train_step
+    from dreamactor_jax.train.step import make_train_step
 
     gpu = jax.default_backend() == "gpu"
     if args.tiny:

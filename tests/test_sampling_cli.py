@@ -3,7 +3,6 @@ converter, an adapter saved by the trainer's checkpointer), and its one-line err
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import jax  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dreamactor_jax import media  # noqa: E402
-from dreamactor_jax.pose import PoseFrame, render_pose, standard_person  # noqa: E402
+from dreamactor_jax.pose import PoseFrame, standard_person  # noqa: E402
 from dreamactor_jax.sampling import inputs  # noqa: E402
 
 from cli_testlib import run_tool  # noqa: E402

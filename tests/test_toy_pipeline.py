@@ -1,7 +1,6 @@
 """The toy training pipeline: exact autoencoder, layouts, and a few-step run whose loss falls."""
 
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp

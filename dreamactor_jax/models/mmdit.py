@@ -11,7 +11,7 @@ False), each layer optionally rematerialised by `cfg.remat_policy`.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -11,7 +11,6 @@ long-video context frames). Scores skip frame 0 (the reference itself for every 
 
 from __future__ import annotations
 
-from typing import Callable
 
 import jax
 import jax.numpy as jnp

@@ -177,7 +177,7 @@ def state_dict_to_params(state_dict: Mapping[str, Any], cfg: MMDiTConfig, dtype=
         node, spec = out, specs
         for name in m.path[:-1]:
             node, spec = node.setdefault(name, {}), spec[name]
-        leaf, full = m.path[-1], spec[m.path[-1]]
+        leaf = m.path[-1]
         if m.layer is None:
             node[leaf] = m.array.astype(dtype)
         else:
