@@ -145,7 +145,7 @@ def flatten(tree) -> dict[str, np.ndarray]:
     return {_name(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]}
 
 
-def _fill(like, flat: dict, what: str, dtype) -> Any:
+def fill(like, flat: dict, what: str, dtype) -> Any:
     """A pytree shaped like `like` (shapes only) from `flat`, checked name by name and shape by shape."""
     flat = dict(flat)
     paths, treedef = jax.tree_util.tree_flatten_with_path(like)
@@ -183,12 +183,12 @@ def load_parts(path: str | os.PathLike, dtype: str = "float32") -> tuple[Any, di
     for f in info["base"]:
         flat.update(_load_file(folder / f, f"--checkpoint {folder}"))
     like = jax.eval_shape(lambda: mmdit.init_params(mcfg, jax.random.PRNGKey(0)))
-    base = _fill(like, flat, f"--checkpoint {folder} base", jnp.dtype(dtype))
+    base = fill(like, flat, f"--checkpoint {folder} base", jnp.dtype(dtype))
     adapters = {}
     for name, entry in info["adapters"].items():
         lcfg = lora_config(entry)
         like = jax.eval_shape(lambda lcfg=lcfg: lora_lib.init_lora(mcfg, lcfg, jax.random.PRNGKey(0)))
-        lora = _fill(like, _load_file(folder / entry["file"], f"adapter {name}"), f"--checkpoint {folder} adapter {name}",
+        lora = fill(like, _load_file(folder / entry["file"], f"adapter {name}"), f"--checkpoint {folder} adapter {name}",
                      jnp.float32)
         adapters[name] = (lora, lcfg, entry)
     return mcfg, base, adapters, info

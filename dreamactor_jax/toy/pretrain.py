@@ -34,6 +34,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from dreamactor_jax import sharding
 from dreamactor_jax.models import mmdit
+from dreamactor_jax.sampling import packed
 from dreamactor_jax.toy import autoencoder as ae
 from dreamactor_jax.toy import model as tm
 from dreamactor_jax.train import objective as obj
@@ -186,18 +187,12 @@ def pretrain_prior(c, data: dict[str, np.ndarray], *, log: Callable[[str], None]
     return jax.device_put(ema if decay > 0 else params, jax.devices()[0]), losses, time.time() - t0
 
 
-def _leaf_name(path) -> str:
-    """A parameter's name in the saved prior: its dict keys joined by "/"."""
-    return "/".join(str(getattr(k, "key", k)) for k in path)
-
-
 def save_prior(folder: str | os.PathLike, params: dict, cfg, meta: dict | None = None) -> None:
     """Writes the prior's parameters (fp32) as safetensors shards `prior-K.safetensors` and `prior.json`
     (the MMDiT config and `meta`) into a new folder, atomically (the folder appears whole or not at all)."""
     from safetensors.numpy import save_file
 
-    flat = {_leaf_name(path): np.asarray(v, np.float32)
-            for path, v in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]}
+    flat = {name: v.astype(np.float32) for name, v in packed.flatten(params).items()}
     shards, size = [{}], 0
     for name, arr in flat.items():
         if size and size + arr.nbytes > PRIOR_SHARD_BYTES:
@@ -222,7 +217,6 @@ def load_prior(folder: str | os.PathLike, cfg) -> dict:
 
     folder = Path(folder)
     if (folder / "run.json").is_file():  # a packed toy model: its base is the prior
-        from dreamactor_jax.sampling import packed
 
         mcfg, base, _, _ = packed.load_parts(folder, "float32")
         if mcfg.to_diffusers_config() != cfg.to_diffusers_config():
@@ -238,15 +232,4 @@ def load_prior(folder: str | os.PathLike, cfg) -> dict:
             raise FileNotFoundError(f"{path}: prior shard missing")
         flat.update(load_file(str(path)))
     like = jax.eval_shape(lambda: mmdit.init_params(cfg, jax.random.PRNGKey(0)))
-    paths, treedef = jax.tree_util.tree_flatten_with_path(like)
-    leaves = []
-    for path, spec in paths:
-        name = _leaf_name(path)
-        if name not in flat:
-            raise ValueError(f"{folder}: prior has no {name!r} (saved with another model config?)")
-        if tuple(flat[name].shape) != tuple(spec.shape):
-            raise ValueError(f"{folder}: {name} has shape {flat[name].shape}, the config needs {spec.shape}")
-        leaves.append(jnp.asarray(flat.pop(name)))
-    if flat:
-        raise ValueError(f"{folder}: prior has names the config does not: {sorted(flat)[:3]}")
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+    return packed.fill(like, flat, f"{folder}: prior", jnp.float32)
