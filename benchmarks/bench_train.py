@@ -90,6 +90,8 @@ def run(args) -> dict:
                                  remat_policy=args.remat or ("full" if full else "none"), **over)
         lcfg = lora_lib.LoRAConfig(rank=256, alpha=256.0, targets=lora_lib.ffn_targets(mcfg))
         shapes = {"full": [(49, 480, 848)], "largest": LARGEST}.get(args.part, [(49, 480, 416), (49, 480, 832)])
+        if getattr(args, "sizes", None):
+            shapes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     spec = st.RunSpec(mcfg, lcfg, FlowConfig(), OptimConfig(warmup_steps=0), None)
     mesh = sharding.make_mesh({"fsdp": -1})
     t0 = time.perf_counter()
@@ -103,6 +105,8 @@ def run(args) -> dict:
         try:
             rows.append(_measure(args, mcfg, lcfg, spec, step, state, base, frames, height, width, t_init, gpu, mesh))
             state = rows[-1].pop("_state")
+            if args.part == "largest":  # long runs: each size's row as soon as it is known
+                print("row:", json.dumps(rows[-1]), flush=True)
         except Exception as e:  # largest: an out-of-memory size is a result, not a failure
             if args.part != "largest":
                 raise
@@ -142,7 +146,7 @@ def _measure(args, mcfg, lcfg, spec, step, state, base, frames, height, width, t
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t0)
         losses.append(float(m["loss"]))
-    dt = statistics.median(times)
+    dt = statistics.median(times) if times else t_first  # --steps 0: the first step (with its compilation)
     n_video = batch_tokens(x0.shape, spec)
     flops = train_flops(mcfg, lcfg, n_video, n_text)
     peak = None
@@ -167,7 +171,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=("i2v-33ch", "hv15"), default="i2v-33ch", help="the backbone (MMDiTConfig.named)")
     ap.add_argument("--part", choices=("blocks", "full", "largest"), default="blocks")
-    ap.add_argument("--steps", type=int, default=3, help="timed steps after the first (compiling) one")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps after the first (compiling) one; 0: the "
+                                                          "first step only (does it fit?), its time includes compiling")
+    ap.add_argument("--sizes", default=None, help="comma list of FRAMESxHEIGHTxWIDTH panels instead of the part's own")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run with the tiny model")
     ap.add_argument("--remat", default=None, help="remat spec (models.remat: a name, a NAME*K plan, auto or auto:GIB); "
                                                   "default full for --part full, none for blocks")

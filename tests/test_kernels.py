@@ -157,3 +157,32 @@ def test_tiny_mmdit_with_splash_equals_xla():
     assert _rel(out, ref) <= 1e-5, _rel(out, ref)
     gerr = max(_rel(g, r) for g, r in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)))
     assert gerr <= 1e-5, gerr
+
+
+@pytest.mark.parametrize("lens", [None, (7, 3)])
+def test_pad_to_even_leaves_output_and_grads_unchanged(lens):
+    """cuDNN trains at even lengths only: `pad_to_even` appends one masked key / dropped query row at odd S.
+    The same padding through the XLA kernel (what runs on CPU) must change neither the output nor the
+    q/k/v gradients, with and without text key padding."""
+    rng = np.random.default_rng(3)
+    q, k, v = _qkv(rng, 2, 7, 2, 8)
+    kv = None if lens is None else jnp.asarray(lens, jnp.int32)
+    w = jnp.asarray(rng.standard_normal(q.shape), jnp.float32)
+
+    def plain(q, k, v):
+        out = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=kv, implementation="xla")
+        return jnp.sum(jnp.sin(out) * w), out
+
+    def padded(q, k, v):
+        qp, kp, vp, kvp = kernels.pad_to_even(q, k, v, kv)
+        assert qp.shape[1] == 8 and kvp is not None and int(jnp.max(kvp)) <= 7
+        out = jax.nn.dot_product_attention(qp, kp, vp, key_value_seq_lengths=kvp, implementation="xla")[:, :7]
+        return jnp.sum(jnp.sin(out) * w), out
+
+    (_, ref), g_ref = jax.value_and_grad(plain, argnums=(0, 1, 2), has_aux=True)(q, k, v)
+    (_, got), g_got = jax.value_and_grad(padded, argnums=(0, 1, 2), has_aux=True)(q, k, v)
+    assert _rel(got, ref) < TOL
+    for a, b in zip(g_got, g_ref):
+        assert _rel(a, b) < TOL
+    even = _qkv(rng, 1, 6, 1, 8)
+    assert kernels.pad_to_even(*even)[0] is even[0]  # even lengths pass through untouched

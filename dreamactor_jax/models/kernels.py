@@ -70,12 +70,33 @@ def local_attention(q, k, v, *, kv_lengths=None, mask=None, impl: str = "auto") 
     if impl == "xla":
         return jax.nn.dot_product_attention(q, k, v, mask=mask, key_value_seq_lengths=kv_lengths, implementation="xla")
     if impl == "cudnn":
+        s = q.shape[1]
+        q, k, v, kv_lengths = pad_to_even(q, k, v, kv_lengths)
         # cuDNN's PADDING mask: all queries valid, keys valid below kv_lengths.
         q_lengths = None if kv_lengths is None else jnp.full((q.shape[0],), q.shape[1], jnp.int32)
-        return jax.nn.dot_product_attention(
+        out = jax.nn.dot_product_attention(
             q, k, v, query_seq_lengths=q_lengths, key_value_seq_lengths=kv_lengths, implementation="cudnn"
         )
+        return out[:, :s]
     return splash_attention(q, k, v, kv_lengths)
+
+
+def pad_to_even(q, k, v, kv_lengths=None):
+    """q, k, v [B, S, N, D] with one zero row appended when S is odd, and the key lengths that mask it.
+
+    cuDNN's flash attention trains at even sequence lengths only (jax's `check_is_flash_attention`
+    refuses "Unsupported sequence length Q 42581, KV 42581" in the backward rule), and real token counts
+    are often odd (HunyuanVideo-1.5's 729 SigLIP image tokens, or 13 x 29 x 105 video tokens). The
+    padded key is masked through `kv_lengths`; the padded query row attends the valid keys like any
+    other and is sliced off by the caller, so it adds nothing to the output or to any gradient.
+    """
+    s = q.shape[1]
+    if s % 2 == 0:
+        return q, k, v, kv_lengths
+    if kv_lengths is None:
+        kv_lengths = jnp.full((q.shape[0],), s, jnp.int32)
+    pad = lambda a: jnp.pad(a, ((0, 0), (0, 1), (0, 0), (0, 0)))
+    return pad(q), pad(k), pad(v), jnp.minimum(kv_lengths, s).astype(jnp.int32)
 
 
 # ----------------------------------------------------------------------------------------------
