@@ -13,6 +13,8 @@ check passes when the with-adapter error stays within twice that floor (plus 1e-
 fp32). A few training steps barely move LoRA B (it starts at zero), so the adapter's effect can
 sit below bf16 noise: the same comparison is repeated with every B multiplied by one factor in
 both implementations (`boost`, chosen to give B an RMS of 6e-3): the same mapping, now visible.
+When B is exactly zero (one step at the warm-up's lr 0), no factor helps: both sides then get the
+same seeded random B of that RMS (diffusers' through the exporter's mapping; `boost` = "random").
 A missing diffusers folder of a random base (`--size`) is remade from its seed and checked
 against the converted weights.
 """
@@ -65,9 +67,16 @@ def jax_outputs(base: str, run: str, dtype: str, inp: dict) -> tuple[dict, float
     bs = [np.asarray(x, np.float32) for p, x in jax.tree_util.tree_flatten_with_path(lora)[0]
           if getattr(p[-1], "key", None) == "b"]
     rms = float(np.sqrt(np.mean(np.concatenate([b.ravel() for b in bs]) ** 2)) * lcfg.scale)
-    boost = float(np.clip(6e-3 / max(rms, 1e-12), 1.0, 1e6))
-    boosted = jax.tree_util.tree_map_with_path(
-        lambda p, x: x * boost if getattr(p[-1], "key", None) == "b" else x, lora)
+    if rms == 0.0:  # B exactly zero (e.g. one step at warm-up lr 0): no factor shows the mapping; a seeded B does
+        rng = np.random.default_rng(0)
+        boost = "random"
+        boosted = jax.tree_util.tree_map_with_path(
+            lambda p, x: jnp.asarray(rng.standard_normal(x.shape) * 6e-3 / lcfg.scale, x.dtype)
+            if getattr(p[-1], "key", None) == "b" else x, lora)
+    else:
+        boost = float(np.clip(6e-3 / max(rms, 1e-12), 1.0, 1e6))
+        boosted = jax.tree_util.tree_map_with_path(
+            lambda p, x: x * boost if getattr(p[-1], "key", None) == "b" else x, lora)
     opts = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None  # tiny CPU runs
     fwd = jax.jit(lambda prm, lo: mmdit.forward(prm, mcfg, jnp.asarray(inp["x"]), inp["t"], jnp.asarray(inp["text"]),
                                                 inp["mask"], jnp.asarray(inp["pooled"]), lora=lo, lora_cfg=lcfg),
@@ -75,7 +84,12 @@ def jax_outputs(base: str, run: str, dtype: str, inp: dict) -> tuple[dict, float
     zero = jax.tree_util.tree_map_with_path(lambda p, x: x * 0 if getattr(p[-1], "key", None) == "b" else x, lora)
     out = {"base": fwd(params, zero), "lora": fwd(params, lora)}  # B = 0: exactly the base, one compilation
     out["boost"] = out["lora"] if boost == 1.0 else fwd(params, boosted)
-    return {k: np.asarray(v, np.float32) for k, v in out.items()}, boost, (params, mcfg)
+    peft_b = None
+    if boost == "random":  # the seeded B in diffusers' names, through the exporter's own mapping
+        from dreamactor_jax.weights.lora_export import lora_to_peft
+
+        peft_b = {k: v for k, v in lora_to_peft(boosted, mcfg, lcfg, prefix="").items() if ".lora_B." in k}
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}, boost, (params, mcfg, peft_b)
 
 
 def diffusers_model(folder: Path, size: str | None, device: str, dtype: str, params, mcfg):
@@ -136,7 +150,7 @@ def main(argv=None) -> int:
     from dreamactor_jax.weights.checkpoint import load_config
 
     inp = inputs(load_config(args.base))
-    jx, boost, (params, mcfg) = jax_outputs(args.base, args.run, dtype, inp)
+    jx, boost, (params, mcfg, peft_b) = jax_outputs(args.base, args.run, dtype, inp)
     model, origin = diffusers_model(Path(args.diffusers), args.size, args.device, dtype, params, mcfg)
     del params
     jax.clear_caches()
@@ -146,10 +160,18 @@ def main(argv=None) -> int:
     if boost == 1.0:
         th["boost"] = th["lora"]
     else:
-        with __import__("torch").no_grad():
+        import torch
+
+        with torch.no_grad():
             for name, prm in model.named_parameters():
-                if "lora_B" in name:
+                if "lora_B" not in name:
+                    continue
+                if peft_b is None:
                     prm.mul_(boost)
+                else:  # "blocks.0.ff.net.2.lora_B.dreamactor.weight" -> the exporter's "blocks.0.ff.net.2.lora_B.weight"
+                    prm.copy_(torch.from_numpy(peft_b.pop(name.replace(".dreamactor.", "."))))
+        if peft_b:
+            raise ValueError(f"{len(peft_b)} exported B matrices have no diffusers parameter, e.g. {next(iter(peft_b))}")
         th["boost"] = torch_forward(model, inp, args.device)
     floor = rel_err(jx["base"], th["base"])
     slack = 1e-3 if dtype == "bfloat16" else 1e-5

@@ -67,8 +67,9 @@ def parse_args(argv):
     txt.add_argument("--no-text", action="store_true", help="no text: the zero text, no text encoder needed")
     p.add_argument("--text-id", help="which id of --text-embeddings (default: its only / first one)")
     p.add_argument("--text-mode", default="i2v", choices=("t2v", "i2v"), help="text encoder for --prompt")
-    p.add_argument("--text-model-path", help="diffusers pipeline folder of the text encoders (default: the "
-                   "Hugging Face cache of hunyuanvideo-community/HunyuanVideo[-I2V] by --text-mode)")
+    p.add_argument("--text-model-path", help="diffusers pipeline folder of the backbone's text encoders (default "
+                   "for HunyuanVideo: the Hugging Face cache of hunyuanvideo-community/HunyuanVideo[-I2V] by "
+                   "--text-mode; HunyuanVideo-1.5: required, its Qwen2.5-VL + ByT5 folders)")
     p.add_argument("--text-device", default="cpu", help="torch device of the text encoders")
     p.add_argument("--image-encoder", help="backbones with image tokens (HunyuanVideo-1.5): local SigLIP folder "
                    "(or the I2V pipeline folder) for the reference's image tokens")
@@ -175,7 +176,7 @@ def main(argv=None) -> int:
                          "skeletons; drop --raw to extract poses from --driving, or use an end-to-end checkpoint")
     packed_text = plan.config.get("packed") and not (args.prompt or args.text_embeddings or args.no_text)
     text_spec = TextSpec.from_args(args)
-    text_source = None if packed_text else text_spec.source()  # a packed run may carry a fixed text
+    text_source = None if packed_text else text_spec.source(plan.mcfg)  # a packed run may carry a fixed text
     from dreamactor_jax.text.hv15 import image_token_fn  # the image stream, when the backbone has one
 
     image_tokens = image_token_fn(plan.mcfg.image_embed_dim, args.image_encoder, zero=args.zero_image_embeds,
@@ -202,7 +203,7 @@ def main(argv=None) -> int:
     if packed_text and getattr(run, "text", None) is not None:
         text, cfg_on, text_what = run.text, False, "the packed run's fixed text"  # e.g. the toy model's
     else:
-        text, cfg_on, text_what = text_spec.condition(text_source or text_spec.source(), ref, run.mcfg, run.config)
+        text, cfg_on, text_what = text_spec.condition(text_source or text_spec.source(run.mcfg), ref, run.mcfg, run.config)
     tiling, tiling_line = None, f"autoencoder {run.vae}"
     if run.vcfg is not None:
         seg = min(settings.segment_frames, 4 * ((len(motion) + 2) // 4) + 1)

@@ -141,3 +141,25 @@ def test_readers_pass_text_2(encoded):
 
     with pytest.raises(ValueError, match="glyph"):
         spec.condition(spec.source(), None, MMDiTConfig.named("tiny-hv15", text_embed_2_dim=16), {})
+
+
+def test_sample_prompt_uses_the_backbones_encoders(pipe_dir, tmp_path):
+    """launch/sample.py --prompt on a HunyuanVideo-1.5 run: `TextSpec` encodes with the 1.5 encoders (the
+    backbone's `text_encoders`), both streams and the empty prompt for CFG, exactly `hv15.encode_file`."""
+    from dreamactor_jax.models.config import MMDiTConfig
+    from dreamactor_jax.sampling.text_choice import TextSpec
+
+    mcfg = MMDiTConfig.named("tiny-hv15")
+    prompt = PROMPTS["a"]
+    spec = TextSpec(prompt=prompt, text_model_path=str(pipe_dir), guidance_scale=4.0)
+    cond, cfg_on, what = spec.condition(spec.source(mcfg), None, mcfg, {})
+    emb, null = hv15.encode_file(hv15.load_text_encoders(str(pipe_dir)), [prompt])
+    assert cfg_on and "Qwen2.5-VL" in what
+    np.testing.assert_allclose(cond["text"][0], emb.text[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(cond["text_2_mask"][0], emb.text_2_mask[0])
+    assert emb.text_2_mask[0].sum() > 0  # the quoted "hello" reached the glyph stream
+    np.testing.assert_allclose(cond["null_text_2"][0], null.text_2[0], rtol=1e-5, atol=1e-6)
+    # the encoders are looked for before anything slow, by the backbone's needs
+    for bad, match in ((None, "--text-model-path DIR"), (str(tmp_path), "no text_encoder/")):
+        with pytest.raises(ValueError, match=match):
+            TextSpec(prompt=prompt, text_model_path=bad).source(mcfg)

@@ -50,3 +50,54 @@ def test_tiny_rehearsal_runs_every_stage(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     peft = json.loads((tmp_path / "out2" / "peft.json").read_text())
     assert peft["pass"] and peft["diffusers_model"].startswith("remade from its seed")
+    # an adapter with B exactly zero (one step at the warm-up's lr 0, as a 1-step GPU rehearsal makes):
+    # no factor shows the mapping, so both sides get the same seeded B (diffusers' through the exporter)
+    zero_b_peft(work, tmp_path / "peft_zero.json")
+
+
+def zero_b_peft(work: Path, json_out: Path) -> None:
+    import importlib.util
+
+    import jax
+
+    from dreamactor_jax import run_folder
+
+    spec = importlib.util.spec_from_file_location("rehearsal_peft", ROOT / "benchmarks" / "rehearsal_peft.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    real = run_folder.open_run
+
+    class ZeroB:
+        def __init__(self, ck):
+            self.ck = ck
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.ck.__exit__(*exc)
+
+        def architecture(self):
+            return self.ck.architecture()
+
+        def read_lora(self):
+            return jax.tree_util.tree_map_with_path(
+                lambda p, x: x * 0 if getattr(p[-1], "key", None) == "b" else x, self.ck.read_lora())
+
+    from dreamactor_jax.weights.checkpoint import load_config
+    from dreamactor_jax.weights.lora_export import lora_to_peft, save_peft
+
+    with ZeroB(real(work / "run").__enter__()) as ck:  # the zero-B adapter, exported as a user would
+        _, lcfg = ck.architecture()
+        save_peft(json_out.with_suffix(".safetensors"),
+                  lora_to_peft(ck.read_lora(), load_config(work / "ckpt" / "transformer"), lcfg))
+    run_folder.open_run = lambda path: ZeroB(real(path).__enter__())
+    try:
+        rc = mod.main(["--run", str(work / "run"), "--base", str(work / "ckpt" / "transformer"), "--diffusers",
+                       str(work / "hf" / "diffusers" / "transformer"), "--lora", str(json_out.with_suffix(".safetensors")),
+                       "--size", "tiny", "--json", str(json_out)])
+    finally:
+        run_folder.open_run = real
+    res = json.loads(json_out.read_text())
+    assert rc == 0 and res["pass"] and res["boost"] == "random", res
+    assert res["effect_lora"] == 0.0 and res["effect_boost"] > 1e-3 and res["err_boost"] < 1e-5

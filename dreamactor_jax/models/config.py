@@ -43,6 +43,7 @@ class Backbone:
     time_embed: str = "time_text_embed"  # module name of the timestep (+ guidance, pooled) embedding
     qk_norms: tuple = QK_NORMS  # the qk_norm values its forward runs
     positive: tuple[str, ...] = ()  # widths the class always builds a layer for (0 would be another model)
+    text_encoders: str = "hunyuan"  # the text encoders of its pipeline (`sampling.text_choice.ENCODERS`)
 
 
 _COMMON_KEYS = ("in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "num_layers",
@@ -64,6 +65,7 @@ BACKBONES = {
         time_embed="time_embed",
         qk_norms=tuple(q for q in QK_NORMS if q is not None),  # its attention calls norm_q unconditionally
         positive=("text_embed_2_dim", "image_embed_dim"),
+        text_encoders="hv15",
     ),
 }
 

@@ -8,6 +8,10 @@ sampler's `cond` (`pipeline.text_cond`), with true classifier-free guidance at `
 the prompt is not empty and a null prompt is at hand, and the embedded guidance of
 guidance-distilled backbones (`embedded_guidance`, else the run's `model.guidance`). A file with
 HunyuanVideo-1.5 glyph tokens (`text_2`) adds them to `cond` (the null prompt's in the CFG branch).
+
+Which encoders encode a prompt is the backbone's (`BACKBONES[...].text_encoders`, a key of `ENCODERS`):
+HunyuanVideo's LLaVA / LLaMA + CLIP (`text.embed`, `--text-mode`), or HunyuanVideo-1.5's Qwen2.5-VL +
+ByT5 glyph encoder (`text.hv15`, from the local pipeline folder `--text-model-path`).
 """
 
 from __future__ import annotations
@@ -35,19 +39,18 @@ class TextSpec:
         """From an argparse namespace with these attribute names."""
         return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
 
-    def source(self) -> tuple[str, Any]:
+    def source(self, mcfg=None) -> tuple[str, Any]:
         """("file", the loaded file) / ("zero", None) / ("encode", the encoders' folder); a one-line
-        ValueError when the encoders are needed and not on this machine."""
+        ValueError when the encoders are needed and not on this machine. `mcfg`: the backbone, whose
+        text encoders a prompt needs (default: HunyuanVideo's)."""
         if self.text_embeddings:
             from dreamactor_jax.text.store import load_text_embeddings
 
             return "file", load_text_embeddings(self.text_embeddings)
         if self.no_text:
             return "zero", None
-        from dreamactor_jax.text.embed import local_model_path
-
         try:
-            return "encode", local_model_path(self.text_model_path, self.text_mode, flag="--text-model-path")
+            return "encode", ENCODERS[encoders_of(mcfg)].find(self)
         except ValueError as e:
             what = "--prompt" if self.prompt else "the empty prompt (no text flag given)"
             raise ValueError(f"{what}: {e}; or pass --text-embeddings FILE (tools/encode_text.py) or --no-text") from None
@@ -79,12 +82,10 @@ class TextSpec:
 
             emb, null, prompt, what = zero_text(mcfg.text_embed_dim, mcfg.pooled_projection_dim), None, "", "none"
         else:
-            from dreamactor_jax.text.embed import TextEncoderConfig, encode_texts
-
-            tcfg = TextEncoderConfig(mode=self.text_mode, device=self.text_device, model_path=value)
             prompt = self.prompt or ""
-            emb, null, _ = encode_texts(tcfg, [prompt], [ref] if self.text_mode == "i2v" else None, progress=False)
-            what = f"{'prompt' if prompt else 'empty prompt'} encoded ({self.text_mode})"
+            family = ENCODERS[encoders_of(mcfg)]
+            emb, null = family.encode(self, value, prompt, ref)
+            what = f"{'prompt' if prompt else 'empty prompt'} encoded ({family.describe(self)})"
         for name, have, want in (("text", emb.text.shape[-1], mcfg.text_embed_dim),
                                  ("pooled", emb.pooled.shape[-1], mcfg.pooled_projection_dim)):
             if have != want:
@@ -98,6 +99,67 @@ class TextSpec:
         cond = text_cond(emb.text, emb.text_mask, emb.pooled, null=nul, scale=self.guidance_scale, guidance=guidance)
         cond.update(glyph_cond(emb, null if cfg_on else None))
         return cond, cfg_on, what
+
+
+def encoders_of(mcfg) -> str:
+    """The `ENCODERS` key of a backbone config (HunyuanVideo's when none is given)."""
+    if mcfg is None:
+        return "hunyuan"
+    from dreamactor_jax.models.config import BACKBONES
+
+    return BACKBONES[mcfg.backbone].text_encoders
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoders:
+    """How one family of text encoders is found (`find(spec)` -> folder, a one-line ValueError when it
+    is not on this machine) and run (`encode(spec, folder, prompt, ref)` -> (embeddings, the empty
+    prompt's), batch 1)."""
+
+    find: Any
+    encode: Any
+    describe: Any
+
+
+def _find_hunyuan(spec: TextSpec) -> str:
+    from dreamactor_jax.text.embed import local_model_path
+
+    return local_model_path(spec.text_model_path, spec.text_mode, flag="--text-model-path")
+
+
+def _encode_hunyuan(spec: TextSpec, path: str, prompt: str, ref):
+    from dreamactor_jax.text.embed import TextEncoderConfig, encode_texts
+
+    tcfg = TextEncoderConfig(mode=spec.text_mode, device=spec.text_device, model_path=path)
+    emb, null, _ = encode_texts(tcfg, [prompt], [ref] if spec.text_mode == "i2v" else None, progress=False)
+    return emb, null
+
+
+def _find_hv15(spec: TextSpec) -> str:
+    from pathlib import Path
+
+    path = spec.text_model_path
+    if not path:
+        raise ValueError("HunyuanVideo-1.5 text needs --text-model-path DIR (a local diffusers HunyuanVideo-1.5 "
+                         "pipeline folder with text_encoder/, tokenizer/, text_encoder_2/, tokenizer_2/)")
+    missing = [d for d in ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2") if not (Path(path) / d).is_dir()]
+    if missing:
+        raise ValueError(f"--text-model-path {path}: no {missing[0]}/ folder (a local diffusers HunyuanVideo-1.5 "
+                         "pipeline folder)")
+    return path
+
+
+def _encode_hv15(spec: TextSpec, path: str, prompt: str, ref):
+    from dreamactor_jax.text import hv15
+
+    enc = hv15.load_text_encoders(path, spec.text_device, flag="--text-model-path")
+    return hv15.encode_file(enc, [prompt])  # its text and glyph streams; the empty prompt's with them
+
+
+ENCODERS = {
+    "hunyuan": Encoders(_find_hunyuan, _encode_hunyuan, lambda spec: spec.text_mode),
+    "hv15": Encoders(_find_hv15, _encode_hv15, lambda spec: "Qwen2.5-VL + ByT5"),
+}
 
 
 def glyph_cond(emb, null=None) -> dict:
