@@ -127,6 +127,40 @@ def _swap(a):
     return np.concatenate([second, first], axis=0)
 
 
+_TOP15 = {  # HunyuanVideo-1.5's top-level names (diffusers' scripts/convert_hunyuan_video1_5_to_diffusers.py)
+    "time_embed.timestep_embedder.linear_1": "time_in.mlp.0",
+    "time_embed.timestep_embedder.linear_2": "time_in.mlp.2",
+    "time_embed.timestep_embedder_r.linear_1": "time_r_in.mlp.0",
+    "time_embed.timestep_embedder_r.linear_2": "time_r_in.mlp.2",
+    "context_embedder_2.norm": "byt5_in.layernorm",
+    "context_embedder_2.linear_1": "byt5_in.fc1",
+    "context_embedder_2.linear_2": "byt5_in.fc2",
+    "context_embedder_2.linear_3": "byt5_in.fc3",
+    "image_embedder.norm_in": "vision_in.proj.0",
+    "image_embedder.linear_1": "vision_in.proj.1",
+    "image_embedder.linear_2": "vision_in.proj.3",
+    "image_embedder.norm_out": "vision_in.proj.4",
+    "cond_type_embed": "cond_type_embedding",
+}
+
+
+def to_original_hv15(sd: dict) -> dict:
+    """diffusers `HunyuanVideo15Transformer3DModel` state dict -> the 1.5 release's names: dual-block
+    q, k, v stay apart; the refiner's fuse; the final modulation's halves swap."""
+    sd = dict(sd)
+    out: dict = {}
+    dual_qkv = {"attn.to_q": "img_attn_q", "attn.to_k": "img_attn_k", "attn.to_v": "img_attn_v",
+                "attn.add_q_proj": "txt_attn_q", "attn.add_k_proj": "txt_attn_k", "attn.add_v_proj": "txt_attn_v"}
+    for key in [k for k in sd if k.startswith("transformer_blocks.")]:
+        i, stem, leaf = re.match(r"transformer_blocks\.(\d+)\.(.+)\.(weight|bias)$", key).groups()
+        out[f"double_blocks.{i}.{dual_qkv.get(stem) or _DUAL[stem]}.{leaf}"] = sd.pop(key)
+    for key in list(sd):
+        stem, leaf = key.rsplit(".", 1)
+        if stem in _TOP15:
+            out[f"{_TOP15[stem]}.{leaf}"] = sd.pop(key)
+    return {**out, **to_original(sd)}
+
+
 def to_original(sd: dict, concat=lambda xs: np.concatenate(xs, axis=0), swap=_swap) -> dict:
     """diffusers transformer state dict -> the original release's names and fusions.
 

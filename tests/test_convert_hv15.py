@@ -94,3 +94,34 @@ def test_hv15_lora_exports_to_peft_that_diffusers_loads(hv15, tmp_path):
     model.load_lora_adapter(str(out), prefix="transformer", adapter_name="dreamactor")
     err = rel_err(out_jax, hv15_torch_forward(model, cfg, inp))
     assert err <= 1e-5, err
+
+
+def test_hv15_original_release_converts_to_identical_params(hv15, tmp_path):
+    """The same weights in the 1.5 release's names (`tencent/HunyuanVideo-1.5` transformer/<type>/*.safetensors:
+    dual q/k/v apart, fused refiner qkv, swapped final modulation; written by the independent inverse
+    `convert_testlib.to_original_hv15`) convert to exactly the params of the diffusers folder."""
+    from convert_testlib import state_dict_numpy, to_original_hv15
+
+    orig = to_original_hv15(state_dict_numpy(hv15["model"]))
+    assert "double_blocks.0.img_attn_q.weight" in orig and "cond_type_embedding.weight" in orig
+    assert "txt_in.individual_token_refiner.blocks.0.self_attn_qkv.weight" in orig and "time_r_in.mlp.0.weight" in orig
+    src = tmp_path / "release"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"model_type": "hunyuanvideo15", "hidden_size": 32}))  # the release's own
+    keys = sorted(orig)
+    for n, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2:])):  # sharded, as released
+        safetensors_torch.save_file({k: torch.from_numpy(orig[k]) for k in part}, str(src / f"model-{n}.safetensors"))
+    assert run_tool(src, tmp_path / "out", "--variant", "tiny-hv15-meanflow", "--dtype", "fp32") == 0
+    a = checkpoint.load_params(tmp_path / "out")
+    b = checkpoint.load_params(hv15["root"] / "out")
+    fa, fb = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree_util.tree_flatten_with_path(b)[0]
+    assert [p for p, _ in fa] == [p for p, _ in fb]
+    for (p, x), (_, y) in zip(fa, fb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(p))
+    # one tensor the table does not know: named, nothing written
+    orig["vision_in.proj.9.weight"] = orig["vision_in.proj.0.weight"].copy()
+    bad = tmp_path / "bad.safetensors"
+    safetensors_torch.save_file({k: torch.from_numpy(v) for k, v in orig.items()}, str(bad))
+    with pytest.raises(ValueError, match=r"vision_in\.proj\.9\.weight"):
+        run_tool(bad, tmp_path / "bad_out", "--variant", "tiny-hv15-meanflow")
+    assert not (tmp_path / "bad_out").exists()

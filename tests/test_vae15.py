@@ -119,3 +119,44 @@ def test_vae15_full_size_keys_match_diffusers_meta_model():
     assert vae_map.expected_keys(cfg) == ref
     assert vae15.count_params(cfg) == sum(int(np.prod(s)) for s in ref.values())
     assert checkpoint.vae_config_from_dict({"_class_name": "AutoencoderKLHunyuanVideo15", **dict(m.config)}) == cfg
+
+
+def _to_release_names(key: str) -> str:
+    """diffusers' AutoencoderKLHunyuanVideo15 name -> the 1.5 release's (an inverse written apart from
+    `original_map.vae15_name`, after diffusers' scripts/convert_hunyuan_video1_5_to_diffusers.py)."""
+    import re
+
+    for pat, rep in ((r"^encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"encoder.down.\1.block.\2."),
+                     (r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample."),
+                     (r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.", r"decoder.up.\1.block.\2."),
+                     (r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.", r"decoder.up.\1.upsample."),
+                     (r"^(\w+)\.mid_block\.resnets\.0\.", r"\1.mid.block_1."),
+                     (r"^(\w+)\.mid_block\.resnets\.1\.", r"\1.mid.block_2."),
+                     (r"^(\w+)\.mid_block\.attentions\.0\.to_([qkv])\.", r"\1.mid.attn_1.\2."),
+                     (r"^(\w+)\.mid_block\.attentions\.0\.", r"\1.mid.attn_1.")):
+        new, n = re.subn(pat, rep, key)
+        if n:
+            return new
+    return key
+
+
+def test_vae15_converts_from_the_release_names(tmp_path):
+    """The 1.5 release's VAE file (`vae/diffusion_pytorch_model.safetensors`, its own names) is recognised
+    and converts to exactly the params of the diffusers folder."""
+    from safetensors.torch import save_file
+
+    m, _ = reference()
+    m.save_pretrained(tmp_path / "vae")
+    assert run_tool(tmp_path / "vae", tmp_path / "ref", "--dtype", "fp32") == 0
+    release = {_to_release_names(k): v.contiguous() for k, v in m.state_dict().items()}
+    assert "encoder.down.0.block.0.conv1.conv.weight" in release and "decoder.mid.attn_1.q.weight" in release
+    assert len(release) == len(m.state_dict())
+    save_file(release, str(tmp_path / "release.safetensors"))
+    assert run_tool(tmp_path / "release.safetensors", tmp_path / "out", "--variant", "tiny15", "--dtype", "fp32") == 0
+    a, b = checkpoint.load_params(tmp_path / "out"), checkpoint.load_params(tmp_path / "ref")
+    import jax
+
+    fa, fb = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree_util.tree_flatten_with_path(b)[0]
+    assert [p for p, _ in fa] == [p for p, _ in fb]
+    for (p, x), (_, y) in zip(fa, fb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(p))

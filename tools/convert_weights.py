@@ -5,8 +5,9 @@
 
 SRC is a diffusers folder (config.json + one safetensors file or an index of shards, e.g. the
 `transformer/` or `vae/` folder of a pipeline; `HunyuanVideoTransformer3DModel` or
-`HunyuanVideo15Transformer3DModel`) or one file of the original release
-(`.safetensors`, or `.pt` read with torch.load(weights_only=True)). OUT gets `config.json` and
+`HunyuanVideo15Transformer3DModel`) or the original release: one file (`.safetensors`, or `.pt`
+read with torch.load(weights_only=True)), or the HunyuanVideo-1.5 release's `transformer/<type>/` or
+`vae/` folder (its own names; its own config.json is not read, so name the variant). OUT gets `config.json` and
 `params/` (read back with `dreamactor_jax.weights.checkpoint.load_params`). Tensors are read and
 written one leaf at a time, so the 12.8B transformer converts within a few GB of memory.
 `--widen-33ch` turns a T2V transformer into the 33-channel in-context input (noise, condition

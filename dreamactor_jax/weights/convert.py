@@ -116,6 +116,8 @@ class Source:
 def _model_from_keys(keys: list[str]) -> tuple[str, str] | None:
     """(model, format) guessed from tensor names, or None."""
     ks = set(keys)
+    if any(original_map.VAE15_ORIGINAL.match(k.removeprefix("vae.")) for k in ks):
+        return "vae", "original"  # the HunyuanVideo-1.5 release's VAE names (encoder.down.0.block.0...)
     if "img_in.proj.weight" in ks or any(k.startswith(("double_blocks.", "single_blocks.")) for k in ks):
         return "mmdit", "original"
     if "x_embedder.proj.weight" in ks or any(k.startswith("transformer_blocks.") for k in ks):
@@ -160,6 +162,8 @@ def open_source(src: str | os.PathLike, fmt: str = "auto", model: str = "auto") 
     if fmt != "auto" and fmt != found_fmt:
         raise ValueError(f"format: --format {fmt} given, but {src} has {found_fmt}-format tensor names")
     unknown: list[str] = []
+    if found_fmt == "original" and config_json is not None and "_class_name" not in config_json:
+        config_json = None  # a release's own config.json (not diffusers'): the weights and --variant decide
     if found_fmt == "original":
         view = original_map.OriginalView(tensors, "transformer" if found_model == "mmdit" else "vae")
         tensors, unknown = view, view.unknown

@@ -9,6 +9,13 @@ Every diffusers tensor is therefore a `Piece` of one original tensor: a block of
 maybe with its halves swapped. `OriginalView` presents an original checkpoint under diffusers
 names, reading only the rows each piece needs. The table follows diffusers'
 `scripts/convert_hunyuan_video_to_diffusers.py`; the VAE's names are the same in both formats.
+
+HunyuanVideo-1.5's release (`tencent/HunyuanVideo-1.5`, `transformer/<type>/*.safetensors`, recognised
+by its `cond_type_embedding`) keeps the dual blocks' q, k, v apart (`img_attn_q`, ...), names its
+timestep embedder `time_embed` in diffusers (and MeanFlow's `time_r_in`), and adds the glyph
+(`byt5_in`) and image (`vision_in`) embedders; the refiner and the final layer fuse and swap as
+above (diffusers' `scripts/convert_hunyuan_video1_5_to_diffusers.py`). Its VAE has names of its own
+(`encoder.down.N.block.M`, `mid.block_1`, `mid.attn_1.q`): `vae15_name`.
 """
 
 from __future__ import annotations
@@ -45,6 +52,13 @@ _DOUBLE = {
     "img_mlp.fc2": "ff.net.2",
     "txt_mlp.fc1": "ff_context.net.0.proj",
     "txt_mlp.fc2": "ff_context.net.2",
+    # HunyuanVideo-1.5 keeps q, k, v apart
+    "img_attn_q": "attn.to_q",
+    "img_attn_k": "attn.to_k",
+    "img_attn_v": "attn.to_v",
+    "txt_attn_q": "attn.add_q_proj",
+    "txt_attn_k": "attn.add_k_proj",
+    "txt_attn_v": "attn.add_v_proj",
 }
 _DOUBLE_QKV = {
     "img_attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
@@ -79,6 +93,22 @@ _TOP = {
     "txt_in.c_embedder.linear_2": "context_embedder.time_text_embed.text_embedder.linear_2",
     "final_layer.linear": "proj_out",
 }
+_TOP15 = {  # HunyuanVideo-1.5: these replace or add to _TOP
+    "time_in.mlp.0": "time_embed.timestep_embedder.linear_1",
+    "time_in.mlp.2": "time_embed.timestep_embedder.linear_2",
+    "time_r_in.mlp.0": "time_embed.timestep_embedder_r.linear_1",
+    "time_r_in.mlp.2": "time_embed.timestep_embedder_r.linear_2",
+    "byt5_in.layernorm": "context_embedder_2.norm",
+    "byt5_in.fc1": "context_embedder_2.linear_1",
+    "byt5_in.fc2": "context_embedder_2.linear_2",
+    "byt5_in.fc3": "context_embedder_2.linear_3",
+    "vision_in.proj.0": "image_embedder.norm_in",
+    "vision_in.proj.1": "image_embedder.linear_1",
+    "vision_in.proj.3": "image_embedder.linear_2",
+    "vision_in.proj.4": "image_embedder.norm_out",
+    "cond_type_embedding": "cond_type_embed",
+}
+_HV15_MARK = "cond_type_embedding.weight"
 _KEY = re.compile(r"^(?P<stem>.+)\.(?P<leaf>weight|bias)$")
 _BLOCK = re.compile(r"^(?P<group>double_blocks|single_blocks|txt_in\.individual_token_refiner\.blocks)\.(?P<i>\d+)\.(?P<rest>.+)$")
 _GROUPS = {
@@ -106,6 +136,7 @@ def transformer_pieces(shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str,
     if "img_in.proj.weight" not in shapes:
         raise ValueError("original checkpoint: no 'img_in.proj.weight'; not a HunyuanVideo transformer")
     hidden = int(shapes["img_in.proj.weight"][0])
+    top = {**_TOP, **_TOP15} if _HV15_MARK in shapes else _TOP
     pieces: dict[str, Piece] = {}
     unknown: list[str] = []
     for key, shape in shapes.items():
@@ -116,8 +147,8 @@ def transformer_pieces(shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str,
         stem, leaf = m["stem"], m["leaf"]
         rows = int(shape[0]) if shape else 0
         new: dict[str, Piece] = {}
-        if stem in _TOP:
-            new[f"{_TOP[stem]}.{leaf}"] = Piece(key)
+        if stem in top:
+            new[f"{top[stem]}.{leaf}"] = Piece(key)
         elif stem == "final_layer.adaLN_modulation.1":
             if rows % 2:
                 raise ValueError(f"original checkpoint: {key} has {rows} rows; expected an even number")
@@ -149,11 +180,36 @@ def transformer_pieces(shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str,
     return pieces, sorted(unknown)
 
 
+VAE15_ORIGINAL = re.compile(r"^(encoder|decoder)\.(down|up)\.\d+\.|^(encoder|decoder)\.mid\.")
+_VAE15_RULES = (  # the 1.5 release's VAE names -> diffusers' (scripts/convert_hunyuan_video1_5_to_diffusers.py)
+    (re.compile(r"^encoder\.down\.(\d+)\.block\.(\d+)\."), r"encoder.down_blocks.\1.resnets.\2."),
+    (re.compile(r"^encoder\.down\.(\d+)\.downsample\."), r"encoder.down_blocks.\1.downsamplers.0."),
+    (re.compile(r"^decoder\.up\.(\d+)\.block\.(\d+)\."), r"decoder.up_blocks.\1.resnets.\2."),
+    (re.compile(r"^decoder\.up\.(\d+)\.upsample\."), r"decoder.up_blocks.\1.upsamplers.0."),
+    (re.compile(r"^(encoder|decoder)\.mid\.block_([12])\."), lambda m: f"{m[1]}.mid_block.resnets.{int(m[2]) - 1}."),
+    (re.compile(r"^(encoder|decoder)\.mid\.attn_1\.([qkv])\."), r"\1.mid_block.attentions.0.to_\2."),
+    (re.compile(r"^(encoder|decoder)\.mid\.attn_1\."), r"\1.mid_block.attentions.0."),
+)
+
+
+def vae15_name(key: str) -> str:
+    """A HunyuanVideo-1.5 release VAE name -> diffusers' (names that need no change pass through)."""
+    for pattern, repl in _VAE15_RULES:
+        new, n = pattern.subn(repl, key, count=1)
+        if n:
+            return new
+    return key
+
+
 def vae_pieces(shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, Piece], list[str]]:
-    """The original VAE uses diffusers' names, sometimes behind a `vae.` prefix."""
+    """The original HunyuanVideo VAE uses diffusers' names, sometimes behind a `vae.` prefix; the 1.5
+    release's VAE has its own (`vae15_name`)."""
     keys = list(shapes)
     strip = all(k.startswith("vae.") for k in keys)
-    return {(k[4:] if strip else k): Piece(k) for k in keys}, []
+    names = {k: (k[4:] if strip else k) for k in keys}
+    if any(VAE15_ORIGINAL.match(n) for n in names.values()):
+        names = {k: vae15_name(n) for k, n in names.items()}
+    return {n: Piece(k) for k, n in names.items()}, []
 
 
 class OriginalView:
