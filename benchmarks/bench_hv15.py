@@ -51,15 +51,8 @@ def _bench(name: str):
 
 
 def _median(fn, sync, steps: int) -> float:
-    fn()
-    sync()  # warm-up (compile / autotune)
-    out = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+    """Median seconds of `steps` calls after one warm-up (compile / autotune)."""
+    return statistics.median(_bench("bench_sample").timed(fn, sync, 1 + steps)[1:])
 
 
 def clip_inputs(cfg, frames: int, height: int, width: int, ctx: tuple[int, int, int, int, int], seed: int = 0) -> dict:

@@ -22,7 +22,12 @@ def tiny_transformer(cfg: MMDiTConfig, seed: int = 0, *, matrices: bool = True):
     """diffusers HunyuanVideoTransformer3DModel with every tensor random: norm weights around 1,
     biases around 0, and (`matrices`) weight matrices redrawn at 1/sqrt(fan-in) (else diffusers' init)."""
     torch.manual_seed(seed)
-    model = diffusers.HunyuanVideoTransformer3DModel(**cfg.to_diffusers_config()).eval()
+    return randomize(diffusers.HunyuanVideoTransformer3DModel(**cfg.to_diffusers_config()).eval(), matrices=matrices)
+
+
+def randomize(model, *, matrices: bool = True):
+    """Every tensor of a torch model redrawn in place (after `torch.manual_seed`): norm weights around 1,
+    biases around 0, and (`matrices`) weight matrices at 1/sqrt(fan-in). Returns the model."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 1 and "norm" in name and name.endswith("weight"):

@@ -9,22 +9,15 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
+from convert_testlib import randomize  # noqa: E402
+
 from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
 
 
 def tiny_hv15(cfg: MMDiTConfig, seed: int = 0):
     """diffusers HunyuanVideo15Transformer3DModel with every tensor random (norm weights around 1)."""
     torch.manual_seed(seed)
-    model = diffusers.HunyuanVideo15Transformer3DModel(**cfg.to_diffusers_config()).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 1 and "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.2 * torch.randn_like(p))
-            elif p.ndim == 1:
-                p.copy_(0.05 * torch.randn_like(p))
-            else:
-                p.copy_(torch.randn_like(p) / np.sqrt(max(int(np.prod(p.shape[1:])), 1)))
-    return model
+    return randomize(diffusers.HunyuanVideo15Transformer3DModel(**cfg.to_diffusers_config()).eval())
 
 
 def hv15_inputs(cfg: MMDiTConfig, seed: int = 1, image: str = "random", glyph: str = "partial",

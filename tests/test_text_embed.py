@@ -167,17 +167,11 @@ def test_truncation_counted(t2v, caplog):
 
 def test_i2v_matches_diffusers(i2v):
     import PIL.Image
-    from diffusers import HunyuanVideoImageToVideoPipeline
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 256, (40, 30, 3), dtype=np.uint8) for _ in range(3)]
     prompts = random_prompts(3, seed=2)
     emb, _ = encode_prompts(i2v, prompts, images, progress=False)
-    pipe = HunyuanVideoImageToVideoPipeline(
-        text_encoder=i2v.text_encoder, tokenizer=i2v.tokenizer, transformer=None, vae=None, scheduler=None,
-        text_encoder_2=i2v.text_encoder_2, tokenizer_2=i2v.tokenizer_2, image_processor=i2v.image_processor)
-    crop = template_crop_start(i2v.tokenizer, i2v.cfg.prompt_template)
-    tmpl = {"template": I2V_TEMPLATE.text, "crop_start": crop, "image_emb_start": 5,
-            "image_emb_end": 5 + N_IMG, "image_emb_len": N_IMG}
+    pipe, tmpl = _i2v_pipeline(i2v)
     n_out = N_IMG // 2 + MAXLEN - embed.ASSISTANT_TOKENS
     assert emb.text.shape == (3, n_out, 32) and emb.text_mask.shape == (3, n_out)
     for i in range(3):  # diffusers' crop is written for one image per call
@@ -203,20 +197,26 @@ def test_i2v_matches_diffusers(i2v):
     assert rel_err(other.text[0], emb.text[0]) > 1e-3
 
 
+def _i2v_pipeline(i2v):
+    """diffusers' I2V pipeline around the tiny encoders, and its prompt template dict."""
+    from diffusers import HunyuanVideoImageToVideoPipeline
+
+    pipe = HunyuanVideoImageToVideoPipeline(
+        text_encoder=i2v.text_encoder, tokenizer=i2v.tokenizer, transformer=None, vae=None, scheduler=None,
+        text_encoder_2=i2v.text_encoder_2, tokenizer_2=i2v.tokenizer_2, image_processor=i2v.image_processor)
+    crop = template_crop_start(i2v.tokenizer, i2v.cfg.prompt_template)
+    return pipe, {"template": I2V_TEMPLATE.text, "crop_start": crop, "image_emb_start": 5,
+                  "image_emb_end": 5 + N_IMG, "image_emb_len": N_IMG}
+
+
 def test_null_embeddings(t2v, i2v):
     import PIL.Image
-    from diffusers import HunyuanVideoImageToVideoPipeline
     null = null_embeddings(t2v)
     assert null.text.shape == (1, MAXLEN, 32) and null.text_mask[0].sum() == 1  # only <|eot_id|>
     emb, _ = encode_prompts(t2v, [""], progress=False)
     np.testing.assert_array_equal(null.text, emb.text)
     inull = null_embeddings(i2v)  # empty prompt with a black image, as the I2V pipeline's CFG branch
-    pipe = HunyuanVideoImageToVideoPipeline(
-        text_encoder=i2v.text_encoder, tokenizer=i2v.tokenizer, transformer=None, vae=None, scheduler=None,
-        text_encoder_2=i2v.text_encoder_2, tokenizer_2=i2v.tokenizer_2, image_processor=i2v.image_processor)
-    crop = template_crop_start(i2v.tokenizer, i2v.cfg.prompt_template)
-    tmpl = {"template": I2V_TEMPLATE.text, "crop_start": crop, "image_emb_start": 5,
-            "image_emb_end": 5 + N_IMG, "image_emb_len": N_IMG}
+    pipe, tmpl = _i2v_pipeline(i2v)
     ref, _ = pipe._get_llama_prompt_embeds(PIL.Image.new("RGB", (96, 48), 0), [""], tmpl, device="cpu",
                                            dtype=torch.float32, max_sequence_length=MAXLEN)
     assert rel_err(inull.text[0], ref[0].numpy()) < 1e-5
