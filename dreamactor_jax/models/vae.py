@@ -279,35 +279,39 @@ def _linear(p: dict, x: jax.Array) -> jax.Array:
 _ATTN_ONE_SHOT_BYTES = 1 << 28
 
 
-def _mid_attention(p: dict, x: jax.Array, groups: int) -> jax.Array:
-    """Single-head self-attention over all tokens, where a token sees frames up to its own.
+def frame_causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, frames: int,
+                           one_shot_bytes: int | None = None) -> jax.Array:
+    """Single-head attention of q, k, v [B, T*S, C] (S tokens a frame), a token seeing the frames up to
+    its own: the mid-block attention of both VAEs (diffusers' causal frame mask).
 
-    Small inputs take one masked matmul; large ones run one query frame at a time (`lax.map`), so
-    memory is [H*W, T*H*W] scores, not the [(T*H*W)^2] of diffusers' full mask. The softmax is fp32
-    (diffusers: upcast_softmax).
+    Small inputs take one masked matmul; above `one_shot_bytes` of fp32 scores it runs one query frame
+    at a time (`lax.map`), so memory is [S, T*S] scores, not [(T*S)^2]. The softmax is fp32 (diffusers:
+    upcast_softmax); fp32 inputs multiply at HIGHEST precision.
     """
-    b, t, h, w, c = x.shape
-    hs = rearrange(_group_norm(p["group_norm"], x, groups), "b t h w c -> b (t h w) c")
-    q = _linear(p["to_q"], hs)
-    k = _linear(p["to_k"], hs)
-    v = _linear(p["to_v"], hs)
-    key_frame = jnp.repeat(jnp.arange(t), h * w)
+    b, n, c = q.shape
+    per_frame = n // frames
+    key_frame = jnp.repeat(jnp.arange(frames), per_frame)
     scale = 1.0 / np.sqrt(c)
-    precision = jax.lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
+    precision = jax.lax.Precision.HIGHEST if q.dtype == jnp.float32 else None
 
     def attend(qi, query_frame):
-        s = jnp.einsum("bqc,bkc->bqk", qi, k, precision=precision,
-                       preferred_element_type=jnp.float32) * scale
+        s = jnp.einsum("bqc,bkc->bqk", qi, k, precision=precision, preferred_element_type=jnp.float32) * scale
         s = jnp.where(key_frame[None, None, :] <= query_frame[None, :, None], s, -jnp.inf)
-        a = jax.nn.softmax(s, axis=-1).astype(v.dtype)
-        return jnp.einsum("bqk,bkc->bqc", a, v, precision=precision)
+        return jnp.einsum("bqk,bkc->bqc", jax.nn.softmax(s, axis=-1).astype(v.dtype), v, precision=precision)
 
-    if b * (t * h * w) ** 2 * 4 <= _ATTN_ONE_SHOT_BYTES:
-        o = attend(q, key_frame)
-    else:
-        qs = rearrange(q, "b (t s) c -> t b s c", t=t)
-        o = jax.lax.map(lambda a: attend(a[0], jnp.full((h * w,), a[1])), (qs, jnp.arange(t)))
-        o = rearrange(o, "t b s c -> b (t s) c")
+    limit = _ATTN_ONE_SHOT_BYTES if one_shot_bytes is None else one_shot_bytes
+    if b * n ** 2 * 4 <= limit:
+        return attend(q, key_frame)
+    qs = rearrange(q, "b (t s) c -> t b s c", t=frames)
+    o = jax.lax.map(lambda a: attend(a[0], jnp.full((per_frame,), a[1])), (qs, jnp.arange(frames)))
+    return rearrange(o, "t b s c -> b (t s) c")
+
+
+def _mid_attention(p: dict, x: jax.Array, groups: int) -> jax.Array:
+    """The mid block's attention (`frame_causal_attention`) after a group norm, with its residual."""
+    b, t, h, w, c = x.shape
+    hs = rearrange(_group_norm(p["group_norm"], x, groups), "b t h w c -> b (t h w) c")
+    o = frame_causal_attention(_linear(p["to_q"], hs), _linear(p["to_k"], hs), _linear(p["to_v"], hs), t)
     o = _linear(p["to_out_0"], o)
     return x + o.reshape(b, t, h, w, c)
 

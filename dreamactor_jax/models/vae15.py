@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from einops import rearrange
 
-from dreamactor_jax.models.vae import _conv, cast_params, posterior_mode, posterior_sample
+from dreamactor_jax.models.vae import _conv, cast_params, frame_causal_attention, posterior_mode, posterior_sample
 from dreamactor_jax.models.vae_tiling import Tiling, decode_tiled, encode_tiled
 
 Params = dict
@@ -183,34 +183,12 @@ def _resnet(p: dict, x: jax.Array) -> jax.Array:
     return h + (_conv(p["conv_shortcut"], x) if "conv_shortcut" in p else x)
 
 
-# Above this many score bytes, the mid-block attention runs one query frame at a time.
-_ATTN_ONE_SHOT_BYTES = 1 << 28
-
-
 def _attention(p: dict, x: jax.Array, one_shot_bytes: int | None = None) -> jax.Array:
-    """Single-head self-attention over all tokens; a token sees the frames up to its own.
-
-    Small inputs take one masked matmul; large ones run one query frame at a time (`lax.map`), so
-    memory is [H*W, T*H*W] scores, not [(T*H*W)^2]. The softmax is fp32.
-    """
+    """The mid block's attention (`vae.frame_causal_attention`) after an RMS norm, with its residual."""
     b, t, h, w, c = x.shape
     hs = _rms_norm(p["norm"], x)
     q, k, v = (rearrange(_conv(p[n], hs), "b t h w c -> b (t h w) c") for n in ("to_q", "to_k", "to_v"))
-    key_frame = jnp.repeat(jnp.arange(t), h * w)
-    precision = jax.lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
-
-    def attend(qi, query_frame):
-        s = jnp.einsum("bqc,bkc->bqk", qi, k, precision=precision, preferred_element_type=jnp.float32) / math.sqrt(c)
-        s = jnp.where(key_frame[None, None, :] <= query_frame[None, :, None], s, -jnp.inf)
-        return jnp.einsum("bqk,bkc->bqc", jax.nn.softmax(s, axis=-1).astype(v.dtype), v, precision=precision)
-
-    limit = _ATTN_ONE_SHOT_BYTES if one_shot_bytes is None else one_shot_bytes
-    if b * (t * h * w) ** 2 * 4 <= limit:
-        o = attend(q, key_frame)
-    else:
-        qs = rearrange(q, "b (t s) c -> t b s c", t=t)
-        o = jax.lax.map(lambda a: attend(a[0], jnp.full((h * w,), a[1])), (qs, jnp.arange(t)))
-        o = rearrange(o, "t b s c -> b (t s) c")
+    o = frame_causal_attention(q, k, v, t, one_shot_bytes)
     return x + _conv(p["proj_out"], o.reshape(b, t, h, w, c))
 
 
