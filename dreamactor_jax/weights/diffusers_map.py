@@ -102,25 +102,24 @@ def torch_to_flax(key: str, array: Any) -> Mapped:
     """Maps one diffusers tensor (numpy or torch) to its params path, layer index and layout."""
     a = np.asarray(array.detach().cpu().float().numpy() if hasattr(array, "detach") else array)
     path, layer = torch_key_to_path(key, a.ndim)
-    if path[-1] == "embedding":
-        pass
-    elif a.ndim == 2:
-        a = a.T
-    elif a.ndim == 5:
-        a = a.transpose(2, 3, 4, 1, 0)
-    return Mapped(path, layer, np.ascontiguousarray(a))
+    return Mapped(path, layer, _relayout(a, path, to_flax=True))
 
 
 def flax_to_torch(path: tuple[str, ...], layer: int | None, array: Any) -> tuple[str, np.ndarray]:
     """Inverse of `torch_to_flax` for one (unstacked) tensor: -> (diffusers key, torch-layout array)."""
-    a = np.asarray(array)
-    if path[-1] == "embedding":
-        pass
-    elif a.ndim == 2:
-        a = a.T
-    elif a.ndim == 5:
-        a = a.transpose(4, 3, 0, 1, 2)
-    return path_to_torch_key(tuple(path), layer), np.ascontiguousarray(a)
+    return path_to_torch_key(tuple(path), layer), _relayout(np.asarray(array), path, to_flax=False)
+
+
+# torch -> flax axis order by rank: Linear [out, in] -> [in, out]; Conv3d [out, in, t, h, w] -> [t, h, w, in, out]
+_TO_FLAX = {2: (1, 0), 5: (2, 3, 4, 1, 0)}
+
+
+def _relayout(a: np.ndarray, path: tuple[str, ...], *, to_flax: bool) -> np.ndarray:
+    """A tensor in the other framework's axis order (embedding tables and vectors keep theirs)."""
+    perm = None if path[-1] == "embedding" else _TO_FLAX.get(a.ndim)
+    if perm is not None:
+        a = a.transpose(perm if to_flax else tuple(np.argsort(perm)))
+    return np.ascontiguousarray(a)
 
 
 def _torch_shape(shape: tuple[int, ...], path: tuple[str, ...] = ()) -> tuple[int, ...]:
