@@ -66,6 +66,22 @@ def test_loss_region_target_ignores_the_right_half():
     assert float(O.flow_loss(changed, tgt, "canvas")[0]) > float(whole) + 10
 
 
+def test_loss_region_temporal_ignores_the_reference_frame():
+    """layout="temporal" (Table 2 A): the target region is every frame after the leading reference frame."""
+    rng = np.random.default_rng(2)
+    pred = jnp.asarray(rng.normal(size=(2, 3, 3, 4, 4)), jnp.float32)
+    tgt = jnp.asarray(rng.normal(size=pred.shape), jnp.float32)
+    video, per = O.flow_loss(pred, tgt, "target", "temporal")
+    assert per.shape == (2,)
+    assert abs(float(video) - float(jnp.mean((pred[:, 1:] - tgt[:, 1:]) ** 2))) < 1e-5
+    changed = pred.at[:, 0].add(10.0)  # the reference frame is not scored
+    assert float(O.flow_loss(changed, tgt, "target", "temporal")[0]) == pytest.approx(float(video), rel=1e-6)
+    whole, _ = O.flow_loss(pred, tgt, "canvas", "temporal")
+    assert abs(float(whole) - float(jnp.mean((pred - tgt) ** 2))) < 1e-5
+    with pytest.raises(ValueError, match="layout"):
+        O.FlowConfig(layout="diagonal")
+
+
 def test_bad_objective_config():
     with pytest.raises(ValueError, match="sampling"):
         O.FlowConfig(sampling="cosmic")

@@ -5,10 +5,10 @@ Self-supervised like the paper: a training clip V of a training character, its o
 model reconstructs V from the in-context input. Only the LoRA (feed-forward layers,
 `dreamactor_jax.models.lora` defaults) is trained.
 
-The spatial layout (the paper) runs the project's own train step, `dreamactor_jax.train.step.
-train_step` (objective, LoRA-only AdamW, NaN guard), on batches built on the device from the toy
-clips. The project's loss region only knows the spatial canvas, so the temporal ablation (Table 2
-A) uses the same objective with `incontext.region_mask` for its region (`_temporal_train_step`).
+Both layouts, the spatial one (the paper) and the temporal ablation (Table 2 A), run the project's
+own train step, `dreamactor_jax.train.step.train_step` (objective, LoRA-only AdamW, NaN guard), on
+batches built on the device from the toy clips; the layout is the run spec's (`FlowConfig.layout`),
+so the loss covers `incontext.region_mask`'s region of either.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from dreamactor_jax.models import lora as lora_lib
 from dreamactor_jax.toy import autoencoder as ae
 from dreamactor_jax.toy import model as tm
-from dreamactor_jax.toy.pretrain import ema_update, flow_step_loss, jitted, optim_config, run_steps
+from dreamactor_jax.toy.pretrain import ema_update, jitted, optim_config, run_steps
 from dreamactor_jax.train import objective as obj
 from dreamactor_jax.train.optim import make_optimizer
 from dreamactor_jax.train.state import RunSpec
@@ -60,19 +59,6 @@ def model_batch(dev: dict, idx: jax.Array, key: jax.Array, statics) -> dict:
     return {"target": tgt, "canvas": cond, "mask": mask, "text": text, "text_mask": text_mask, "pooled": pooled}
 
 
-def _temporal_train_step(state: dict, base, batch: dict, spec: RunSpec):
-    """`train_step` for the temporal layout: the same objective over `incontext.region_mask`'s region."""
-    key = jax.random.fold_in(state["rng"], state["step"])
-    loss_of = lambda lora: flow_step_loss(  # noqa: E731
-        base, lora, spec.model, spec.lora, tuple(batch["text_spec"]), "temporal", batch["target"],
-        batch["canvas"], batch["mask"], key, spec.flow)
-    loss, grads = jax.value_and_grad(loss_of)(state["lora"])
-    updates, opt_state = make_optimizer(spec.optim).update(grads, state["opt_state"], state["lora"])
-    new = {"step": state["step"] + 1, "lora": optax.apply_updates(state["lora"], updates),
-           "opt_state": opt_state, "rng": state["rng"]}
-    return new, {"loss": loss}
-
-
 def lora_step(carry, base, dev: dict, key, statics):
     """One step on a batch drawn on the device from `dev` (video, pose or pose_aug clips).
 
@@ -81,33 +67,27 @@ def lora_step(carry, base, dev: dict, key, statics):
     constant), so runs with the same settings (two seeds) share one program.
     """
     state, ema = carry
-    spec, text_spec, layout, _, batch, decay = statics
+    spec, batch, decay = statics[0], statics[4], statics[5]
     ki, kb = jax.random.split(key)
     idx = jax.random.randint(ki, (batch,), 0, dev["video"].shape[0])
     mb = model_batch(dev, idx, kb, statics)
     step = state["step"]
-    if layout == "spatial":
-        state, metrics = train_step(state, base, mb, spec)
-    else:
-        state, metrics = _temporal_train_step(state, base, {**mb, "text_spec": text_spec}, spec)
+    state, metrics = train_step(state, base, mb, spec)
     return (state, ema_update(ema, state["lora"], step, decay)), metrics["loss"]
 
 
 def fixed_batch_loss(lora, base, dev: dict, statics):
     """The loss on the first `batch` clips with fixed noise: comparable before and after training."""
-    spec, text_spec, layout, _, batch, _ = statics
+    spec, batch = statics[0], statics[4]
     idx = jnp.arange(min(batch, dev["video"].shape[0]))
     mb = model_batch(dev, idx, jax.random.PRNGKey(5), statics)
-    if layout == "spatial":
-        return eval_loss(lora, base, mb, jax.random.PRNGKey(77), spec)
-    return flow_step_loss(base, lora, spec.model, spec.lora, text_spec, layout, mb["target"], mb["canvas"],
-                          mb["mask"], jax.random.PRNGKey(77), spec.flow)
+    return eval_loss(lora, base, mb, jax.random.PRNGKey(77), spec)
 
 
 def run_spec(c) -> RunSpec:
     """The trainer's static spec for the toy adapter of config `c`."""
     flow = obj.FlowConfig(sampling=str(c.objective.sampling), shift=float(c.objective.shift),
-                          loss_region="target")
+                          loss_region="target", layout=str(c.lora.layout))
     return RunSpec(model=tm.mmdit_config(c.model), lora=tm.lora_config(c.lora), flow=flow,
                    optim=optim_config(c.lora))
 

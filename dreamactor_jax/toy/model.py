@@ -26,6 +26,7 @@ from dreamactor_jax.models import mmdit
 from dreamactor_jax.models.config import MMDiTConfig
 from dreamactor_jax.models.lora import LoRAConfig
 from dreamactor_jax.toy import autoencoder as ae
+from dreamactor_jax.train import objective as obj
 
 LAYOUTS = ("i2v", "spatial", "temporal")
 
@@ -115,12 +116,9 @@ def video_part(layout: str, latents: jax.Array) -> jax.Array:
 
 def loss_weights(layout: str, shape) -> jax.Array:
     """[T', h, w', 1] loss weights for latents of `shape` [B, T', h, w', C]: the video part only."""
-    t, h, w = shape[1:4]
     if layout == "i2v":
-        return jnp.ones((t, h, w, 1), jnp.float32)
-    if layout == "spatial":
-        return incontext.region_mask(t, h, w // 2, layout, "target")
-    return incontext.region_mask(t - 1, h, w, layout, "target")
+        return jnp.ones(tuple(shape[1:4]) + (1,), jnp.float32)
+    return obj.loss_weights(shape, "target", layout)
 
 
 def count(tree: Any) -> int:

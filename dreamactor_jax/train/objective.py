@@ -18,8 +18,11 @@ Noise levels: `uniform` (u ~ U(0, 1)), `logit_normal` (u = sigmoid(N(mean, std))
 and the sampler's shift (7.0 for HunyuanVideo-I2V) the training noise levels follow the
 distribution the Euler sampler visits.
 
-Loss region: the whole canvas (`canvas`) or only its left half (`target`), the generated character
-video; the right half is the motion signal, which the model also sees clean in the condition.
+Loss region: the whole canvas (`canvas`) or only the generated character video (`target`): the left
+half of a spatial canvas (the paper's layout; the right half is the motion signal, which the model
+also sees clean in the condition), or the frames after the reference frame of a temporal one
+(Table 2's model A). The layout is a setting of the run (`FlowConfig.layout`); the region itself is
+`incontext.region_mask`'s, the one definition of it.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ import math
 import jax
 import jax.numpy as jnp
 
+from dreamactor_jax import incontext
 from dreamactor_jax.flow import add_noise, shift_sigma, timesteps_from_sigmas, velocity_target
 
-__all__ = ["FlowConfig", "add_noise", "flow_loss", "region_weights", "sample_sigmas", "shift_sigma",
+__all__ = ["FlowConfig", "add_noise", "flow_loss", "loss_weights", "sample_sigmas", "shift_sigma",
            "timesteps_from_sigmas", "velocity_target"]
 
 SAMPLINGS = ("uniform", "logit_normal", "mode")
@@ -49,12 +53,15 @@ class FlowConfig:
     mode_scale: float = 1.29
     shift: float = 7.0
     loss_region: str = "target"
+    layout: str = "spatial"  # the in-context layout of the run's canvases (incontext.LAYOUTS)
 
     def __post_init__(self):
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"objective.sampling {self.sampling!r}: must be one of {SAMPLINGS}")
         if self.loss_region not in REGIONS:
             raise ValueError(f"objective.loss_region {self.loss_region!r}: must be one of {REGIONS}")
+        if self.layout not in incontext.LAYOUTS:
+            raise ValueError(f"objective.layout {self.layout!r}: must be one of {incontext.LAYOUTS}")
         if not self.shift > 0:
             raise ValueError(f"objective.shift {self.shift}: must be > 0")
         if not self.logit_std > 0:
@@ -72,22 +79,24 @@ def sample_sigmas(key: jax.Array, batch: int, cfg: FlowConfig) -> jax.Array:
     return shift_sigma(u, cfg.shift).astype(jnp.float32)
 
 
-def region_weights(latent_width: int, region: str) -> jax.Array:
-    """[2W'] column weights: all ones (`canvas`) or ones on the left half only (`target`)."""
-    if region == "canvas":
-        return jnp.ones((latent_width,), jnp.float32)
-    if latent_width % 2:
-        raise ValueError(f"latent width {latent_width}: must be even (an in-context canvas is 2W')")
-    return (jnp.arange(latent_width) < latent_width // 2).astype(jnp.float32)
+def loss_weights(shape: tuple[int, ...], region: str, layout: str = "spatial") -> jax.Array:
+    """[T', H', W', 1] 0/1 weights of the loss region for canvas latents of `shape` [B, T', H', W', C]:
+    `incontext.region_mask` of the layout (spatial: W' = 2 panels; temporal: T' = 1 + the video's)."""
+    t, h, w = shape[1:4]
+    if layout == "spatial":
+        if w % 2:
+            raise ValueError(f"latent width {w}: must be even (a spatial in-context canvas is 2W')")
+        return incontext.region_mask(t, h, w // 2, layout, region)
+    return incontext.region_mask(t - 1, h, w, layout, region)
 
 
-def flow_loss(pred: jax.Array, target: jax.Array, region: str) -> tuple[jax.Array, jax.Array]:
-    """Mean squared error over the chosen region, in fp32.
+def flow_loss(pred: jax.Array, target: jax.Array, region: str, layout: str = "spatial") -> tuple[jax.Array, jax.Array]:
+    """Mean squared error over the chosen region of the layout (`loss_weights`), in fp32.
 
     Returns (loss, per_example [B]): each example's mean over its region, then the batch mean.
     """
-    w = region_weights(pred.shape[3], region)[None, None, None, :, None]
+    w = loss_weights(pred.shape, region, layout)[None]
     err = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32)) * w
-    denom = jnp.sum(w) * pred.shape[1] * pred.shape[2] * pred.shape[4]
+    denom = jnp.sum(w) * pred.shape[4]
     per_example = jnp.sum(err, axis=(1, 2, 3, 4)) / denom
     return jnp.mean(per_example), per_example

@@ -45,7 +45,8 @@ def loss_fn(lora: Any, base: Any, batch: dict, key: jax.Array, spec: RunSpec) ->
     pred = mmdit.forward(base, spec.model, x, obj.timesteps_from_sigmas(sigma), batch["text"],
                          batch["text_mask"], batch["pooled"], guidance=guidance, lora=lora,
                          lora_cfg=spec.lora, **extra)
-    loss, per_example = obj.flow_loss(pred, obj.velocity_target(x0, noise), spec.flow.loss_region)
+    loss, per_example = obj.flow_loss(pred, obj.velocity_target(x0, noise), spec.flow.loss_region,
+                                      spec.flow.layout)
     return loss, {"sigma": sigma, "per_example": per_example}
 
 
