@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow  # ~115 s of CPU in all (9 processes; ~60 s wall on 2 idle cores)
+pytestmark = pytest.mark.slow  # ~140 s of CPU in all (12 processes; ~60 s wall on 2 idle cores)
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
@@ -40,6 +40,7 @@ RUNS = {
     "canvas_probe": ("toy_canvas_probe.py", ["--tiny"], 1),
     "influence": ("toy_influence.py", ["--tiny"], 1),
     "step_cache": ("bench_step_cache.py", ["--tiny", "--json", "{tmp}/step_cache.json"], 1),
+    "hv15": ("bench_hv15.py", ["--tiny", "--steps", "1", "--json", "{tmp}/hv15.json"], 1),
 }
 
 
@@ -136,3 +137,12 @@ def test_bench_sample_fp8_tiny(runs):
     run_bench(runs, "sample_fp8")
     rep = json.loads((runs[0] / "sample_fp8.json").read_text())
     assert rep["fp8"] and rep["rows"][0]["jax_step_s"] > 0
+
+
+def test_bench_hv15_tiny(runs):
+    """HunyuanVideo-1.5 vs diffusers (torch on CPU here): the same-weights check, and both LoRA steps train."""
+    run_bench(runs, "hv15")
+    res = json.loads((runs[0] / "hv15.json").read_text())
+    assert res["check_max_rel_err"] <= 1e-5 and res["video_tokens"] == 2 * 2 * 4
+    for name in ("diffusers", "jax"):
+        assert len(res[name]["losses"]) == 2 and all(abs(v) < 1e3 for v in res[name]["losses"]), res[name]
