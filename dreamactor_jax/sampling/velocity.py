@@ -1,6 +1,6 @@
 """The backbone as the sampler's `model_fn`: in-context channel stack, text, and classifier-free guidance.
 
-`InContextVelocity(cfg, true_cfg)` is a frozen (hashable) dataclass, so `sampler.sample` /
+`InContextVelocity(cfg, true_cfg, lora_cfg)` is a frozen (hashable) dataclass, so `sampler.sample` /
 `sampler.denoise_step` compile once per (config, shape) and every segment and call reuses the
 compiled loop. Everything that varies (canvas latent, mask, text, guidance scale) is in `cond`:
 
@@ -24,6 +24,7 @@ HunyuanVideo I2V pipeline does with `true_cfg_scale`.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,13 +37,19 @@ from dreamactor_jax.sampling.sampler import guided_velocity
 
 @dataclasses.dataclass(frozen=True)
 class InContextVelocity:
-    """`model_fn(params, x, timestep, cond) -> velocity` of the in-context MMDiT (adapter merged)."""
+    """`model_fn(params, x, timestep, cond) -> velocity` of the in-context MMDiT: params are the backbone
+    with the adapter merged, or, with `lora_cfg`, `(base, lora)` with the adapter applied unmerged
+    (the toy world's studies, which compare many adapters on one base)."""
 
     cfg: MMDiTConfig
     true_cfg: bool = False
+    lora_cfg: Any = None  # models.lora.LoRAConfig of an unmerged adapter
 
     def __call__(self, params, x: jax.Array, timestep: jax.Array, cond: dict) -> jax.Array:
         args, extra = model_inputs(x, timestep, cond, self.true_cfg)
+        if self.lora_cfg is not None:
+            params, lora = params
+            extra.update(lora=lora, lora_cfg=self.lora_cfg)
         v = mmdit.forward(params, self.cfg, *args, **extra)
         if not self.true_cfg:
             return v

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from dreamactor_jax.sampling.sampler import sample
+from dreamactor_jax.sampling.velocity import InContextVelocity
 from dreamactor_jax.sampling.scheduler import flow_sigmas
 from dreamactor_jax.toy import autoencoder as ae
 from dreamactor_jax.toy import metrics as M
@@ -33,7 +34,8 @@ def generate(c, base: dict, lora: dict | None, lc, layout: str, refs: np.ndarray
     [N, T, H, W, 3]; `lc` is the adapter's config section (rank, alpha), None without adapter."""
     cfg = tm.mmdit_config(c.model)
     lcfg = tm.lora_config(lc) if lora is not None else None
-    model_fn = tm.make_model_fn(cfg, lcfg, tm.text_spec(c.model))
+    model_fn = InContextVelocity(cfg, lora_cfg=lcfg)
+    params = base if lcfg is None else (base, lora)
     e = c.eval
     sigmas = jnp.asarray(flow_sigmas(int(e.steps), float(e.shift)))
     n, t = refs.shape[0], int(c.world.num_frames)
@@ -48,7 +50,7 @@ def generate(c, base: dict, lora: dict | None, lc, layout: str, refs: np.ndarray
         known = known_mask = None
         if layout != "i2v" and bool(e.clamp_motion):
             known, known_mask = tgt, 1.0 - tm.loss_weights(layout, tgt.shape)[None]
-        lat = sample(model_fn, (base, lora), {"condition": cond, "mask": mask}, noise, sigmas, known, known_mask)
+        lat = sample(model_fn, params, tm.sample_cond(c.model, cond, mask), noise, sigmas, known, known_mask)
         out.append(ae.to_uint8(ae.decode(tm.video_part(layout, lat))))
     return np.concatenate(out)
 
@@ -115,7 +117,9 @@ def motion_influence(c, cases: list[CrossCase], base: dict, lora: dict | None, l
     if len(cases) < 2:
         raise ValueError("motion_influence: needs at least 2 cases (to swap their pose videos)")
     cfg = tm.mmdit_config(c.model)
-    model_fn = jax.jit(tm.make_model_fn(cfg, tm.lora_config(lc) if lora is not None else None, tm.text_spec(c.model)))
+    lcfg = tm.lora_config(lc) if lora is not None else None
+    model_fn = jax.jit(InContextVelocity(cfg, lora_cfg=lcfg))
+    params = base if lcfg is None else (base, lora)
     video = ae.to_pixels(jnp.asarray(np.stack([k.target.video for k in cases])))
     pose = ae.to_pixels(jnp.asarray(motion_inputs(cases, c, lc)))
     tgt, cond, mask = tm.build(layout, video, pose, video[:, 0])
@@ -126,8 +130,8 @@ def motion_influence(c, cases: list[CrossCase], base: dict, lora: dict | None, l
     for sigma in INFLUENCE_SIGMAS:
         sig = jnp.full((tgt.shape[0],), sigma, jnp.float32)
         xt, t = obj.add_noise(tgt, noise, sig), obj.timesteps_from_sigmas(sig)
-        v1 = model_fn((base, lora), xt, t, {"condition": cond, "mask": mask}).astype(jnp.float32)
-        v2 = model_fn((base, lora), xt, t, {"condition": swapped, "mask": mask}).astype(jnp.float32)
+        v1 = model_fn(params, xt, t, tm.sample_cond(c.model, cond, mask)).astype(jnp.float32)
+        v2 = model_fn(params, xt, t, tm.sample_cond(c.model, swapped, mask)).astype(jnp.float32)
         out[f"sigma_{sigma}"] = float(jnp.sqrt(jnp.sum(w * (v1 - v2) ** 2) / jnp.sum(w * v1 ** 2)))
     out["mean"] = float(np.mean(list(out.values())))
     return out

@@ -14,7 +14,6 @@ Text is not used by the toy world: every sample gets the same fixed random text 
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -22,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from dreamactor_jax import incontext
-from dreamactor_jax.models import mmdit
 from dreamactor_jax.models.config import MMDiTConfig
 from dreamactor_jax.models.lora import LoRAConfig
 from dreamactor_jax.toy import autoencoder as ae
@@ -66,19 +64,11 @@ def text_context(m, batch: int) -> tuple[jax.Array, jax.Array, jax.Array]:
             jnp.broadcast_to(jnp.asarray(pooled), (batch, dp)))
 
 
-@functools.lru_cache(maxsize=None)
-def make_model_fn(cfg: MMDiTConfig, lora_cfg: LoRAConfig | None, spec: tuple[int, int, int]):
-    """`model_fn(params, x, timestep, cond)` for `sampling.sample`; params = (base, lora or None),
-    cond = {"condition", "mask"}. Cached, so the sampler compiles once per model."""
-
-    def model_fn(params, x, timestep, cond):
-        base, lora = params
-        text, mask, pooled = text_context(spec, x.shape[0])
-        xin = jnp.concatenate([x, cond["condition"], cond["mask"]], -1)
-        return mmdit.forward(base, cfg, xin, timestep, text, mask, pooled,
-                             lora=lora, lora_cfg=lora_cfg if lora is not None else None)
-
-    return model_fn
+def sample_cond(m, canvas: jax.Array, mask: jax.Array) -> dict:
+    """The sampler's `cond` for `sampling.velocity.InContextVelocity`: the condition latent, the mask and
+    the fixed text context of the model section `m` (`text_context`)."""
+    text, text_mask, pooled = text_context(m, canvas.shape[0])
+    return {"canvas": canvas, "mask": mask, "text": text, "text_mask": text_mask, "pooled": pooled}
 
 
 def _i2v_mask(t: int, h: int, w: int) -> jax.Array:
