@@ -28,7 +28,7 @@ from dreamactor_jax.toy import model as tm  # noqa: E402
 from dreamactor_jax.toy.adapter import batch_from  # noqa: E402
 from dreamactor_jax.toy.demo import load_config  # noqa: E402
 from dreamactor_jax.toy.evaluate import motion_influence  # noqa: E402
-from dreamactor_jax.toy.pretrain import flow_config, flow_step_loss, load_prior, optim_config  # noqa: E402
+from dreamactor_jax.toy.pretrain import flow_config, load_prior, optim_config, prior_loss  # noqa: E402
 from dreamactor_jax.toy.world import WorldConfig, heldout_cases  # noqa: E402
 from dreamactor_jax.train.optim import make_optimizer  # noqa: E402
 from dreamactor_jax.utils import cli_main  # noqa: E402
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         video, pose, ref = batch_from(dev, idx, kb, "pose_aug")
         tgt, cond, mask = tm.build(a.layout, video, pose, ref)
         loss, g = jax.value_and_grad(
-            lambda p: flow_step_loss(p, None, cfg, None, spec, a.layout, tgt, cond, mask, kl, flow))(params)
+            lambda p: prior_loss(p, cfg, spec, tgt, cond, mask, kl, flow, layout=a.layout))(params)
         up, opt_state = opt.update(g, opt_state, params)
         return optax.apply_updates(params, up), opt_state, loss
 

@@ -53,8 +53,10 @@ def optim_config(s) -> OptimConfig:
                        schedule="cosine", total_steps=int(s.steps), end_lr=0.1 * float(s.lr), clip_norm=1.0)
 
 
-def flow_step_loss(base, lora, cfg, lora_cfg, spec, layout, tgt, cond, mask, key, flow: obj.FlowConfig):
-    """Flow-matching loss of one batch (latents), over the video part of the layout."""
+def prior_loss(params, cfg, spec, tgt, cond, mask, key, flow: obj.FlowConfig, layout: str = "i2v"):
+    """Flow-matching loss of one batch for training every parameter (latents): the I2V prior's
+    pretraining (`i2v`, the whole clip scored) or benchmarks/toy_canvas_probe.py's full-parameter
+    probe of a layout (its video part). Adapters train through `train.step.train_step` instead."""
     k1, k2 = jax.random.split(key)
     b = tgt.shape[0]
     noise = jax.random.normal(k1, tgt.shape, tgt.dtype)
@@ -62,8 +64,7 @@ def flow_step_loss(base, lora, cfg, lora_cfg, spec, layout, tgt, cond, mask, key
     xt = obj.add_noise(tgt, noise, sigma)
     text, tmask, pooled = tm.text_context(spec, b)
     xin = jnp.concatenate([xt, cond, mask], -1)
-    pred = mmdit.forward(base, cfg, xin, obj.timesteps_from_sigmas(sigma), text, tmask, pooled,
-                         lora=lora, lora_cfg=lora_cfg if lora is not None else None)
+    pred = mmdit.forward(params, cfg, xin, obj.timesteps_from_sigmas(sigma), text, tmask, pooled)
     w = tm.loss_weights(layout, tgt.shape)[None]
     err = jnp.square(pred.astype(jnp.float32) - obj.velocity_target(tgt, noise).astype(jnp.float32)) * w
     return jnp.sum(err) / (jnp.sum(w) * b * tgt.shape[4])
@@ -136,7 +137,7 @@ def prior_step(state, clips, key, statics):
         mask = completion_masks(km, batch, *tgt.shape[1:4], completion)
         cond = tgt * mask
     loss, grads = jax.value_and_grad(
-        lambda p: flow_step_loss(p, None, cfg, None, spec, "i2v", tgt, cond, mask, kl, flow))(params)
+        lambda p: prior_loss(p, cfg, spec, tgt, cond, mask, kl, flow))(params)
     updates, opt_state = make_optimizer(ocfg).update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     return (params, opt_state, ema_update(ema, params, step, decay), step + 1), loss
