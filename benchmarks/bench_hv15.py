@@ -134,16 +134,13 @@ def check_odd_cudnn() -> float:
     return max(rel(a, b) for a, b in zip(f("cudnn"), f("xla")))
 
 
-class _LoRALinear:
-    """`base(x) + scale * B(A(x))` around a frozen nn.Linear (the forward hook form of a LoRA)."""
-
-    @staticmethod
-    def attach(linear, rank: int, scale: float, device, torch):
-        a = torch.nn.Parameter(torch.randn(rank, linear.in_features, device=device) / np.sqrt(linear.in_features))
-        b = torch.nn.Parameter(torch.zeros(linear.out_features, rank, device=device))
-        linear.register_forward_hook(
-            lambda mod, args, out: out + scale * ((args[0].to(a.dtype) @ a.t()) @ b.t()).to(out.dtype))
-        return [a, b]
+def _attach_lora(linear, rank: int, device, torch) -> list:
+    """A rank-`rank` adapter on a frozen nn.Linear as a forward hook (`out + B(A(x))`, B starting at
+    zero, scale 1 as alpha = rank); returns its [A, B] parameters."""
+    a = torch.nn.Parameter(torch.randn(rank, linear.in_features, device=device) / np.sqrt(linear.in_features))
+    b = torch.nn.Parameter(torch.zeros(linear.out_features, rank, device=device))
+    linear.register_forward_hook(lambda mod, args, out: out + ((args[0].to(a.dtype) @ a.t()) @ b.t()).to(out.dtype))
+    return [a, b]
 
 
 def torch_part(cfg, inp: dict, args, device: str) -> dict:
@@ -175,7 +172,7 @@ def torch_part(cfg, inp: dict, args, device: str) -> dict:
     lora = []
     for blk in model.transformer_blocks:
         for lin in (blk.ff.net[0].proj, blk.ff.net[2]):
-            lora += _LoRALinear.attach(lin, args.rank, 1.0, device, torch)
+            lora += _attach_lora(lin, args.rank, device, torch)
     opt = torch.optim.AdamW(lora, lr=5e-5, weight_decay=0.01)
     model.enable_gradient_checkpointing()
     model.train()

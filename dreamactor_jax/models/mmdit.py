@@ -215,7 +215,7 @@ def run_layers(block_fn, stacked: dict, lora: dict | None, carry, ctx, cfg: MMDi
             for i in range(n):
                 carry, _ = wrap(body, policies[i])(carry, jax.tree_util.tree_map(lambda a: a[i], (stacked, lora)))
             return carry
-        carry, _ = jax.lax.scan(wrap(body, policies[0] if policies else "none"), carry, (stacked, lora))
+        carry, _ = jax.lax.scan(wrap(body, policies[0]), carry, (stacked, lora))
         return carry
 
     def indexed(c, xs):

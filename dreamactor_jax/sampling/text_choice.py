@@ -136,17 +136,9 @@ def _encode_hunyuan(spec: TextSpec, path: str, prompt: str, ref):
 
 
 def _find_hv15(spec: TextSpec) -> str:
-    from pathlib import Path
+    from dreamactor_jax.text.hv15 import text_encoder_folder
 
-    path = spec.text_model_path
-    if not path:
-        raise ValueError("HunyuanVideo-1.5 text needs --text-model-path DIR (a local diffusers HunyuanVideo-1.5 "
-                         "pipeline folder with text_encoder/, tokenizer/, text_encoder_2/, tokenizer_2/)")
-    missing = [d for d in ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2") if not (Path(path) / d).is_dir()]
-    if missing:
-        raise ValueError(f"--text-model-path {path}: no {missing[0]}/ folder (a local diffusers HunyuanVideo-1.5 "
-                         "pipeline folder)")
-    return path
+    return text_encoder_folder(spec.text_model_path, "--text-model-path")
 
 
 def _encode_hv15(spec: TextSpec, path: str, prompt: str, ref):

@@ -141,6 +141,24 @@ def image_token_fn(width: int, path: str | None = None, *, zero: bool = False, d
     return fn
 
 
+TEXT_FOLDERS = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
+
+
+def text_encoder_folder(path: str | None, flag: str = "--model-path") -> str:
+    """`path` checked to be a local diffusers HunyuanVideo-1.5 pipeline folder with the text encoders'
+    sub-folders (`TEXT_FOLDERS`), without loading anything; else a one-line error naming `flag`."""
+    from pathlib import Path
+
+    if not path or not Path(path).is_dir():
+        raise ValueError(f"{flag} {'DIR: required' if not path else str(path) + ': no such folder'} (a local "
+                         "diffusers HunyuanVideo-1.5 pipeline folder with text_encoder/, tokenizer/, "
+                         "text_encoder_2/, tokenizer_2/; never downloaded)")
+    for sub in TEXT_FOLDERS:
+        if not (Path(path) / sub).is_dir():
+            raise ValueError(f"{flag} {path}: no {sub}/ folder (a diffusers HunyuanVideo-1.5 pipeline folder)")
+    return str(path)
+
+
 def load_text_encoders(path: str | None, device: str = "cpu", dtype: Any = None,
                        flag: str = "--model-path") -> dict:
     """The Qwen2.5-VL text model + tokenizer (`text_encoder/`, `tokenizer/`) and ByT5 encoder + tokenizer
@@ -150,11 +168,7 @@ def load_text_encoders(path: str | None, device: str = "cpu", dtype: Any = None,
 
     import transformers
 
-    if not path or not Path(path).is_dir():
-        raise ValueError(f"{flag}: {'required' if not path else path + ': no such folder'} (a local diffusers "
-                         "HunyuanVideo-1.5 pipeline folder with text_encoder/, tokenizer/, text_encoder_2/, "
-                         "tokenizer_2/; never downloaded)")
-    root, out = Path(path), {}
+    root, out = Path(text_encoder_folder(path, flag)), {}
     for key, sub, load in (
             ("text_encoder", "text_encoder", lambda d: transformers.Qwen2_5_VLTextModel.from_pretrained(
                 d, local_files_only=True, use_safetensors=True, torch_dtype=dtype)),
@@ -163,8 +177,6 @@ def load_text_encoders(path: str | None, device: str = "cpu", dtype: Any = None,
                 d, local_files_only=True, use_safetensors=True, torch_dtype=dtype)),
             ("glyph_tokenizer", "tokenizer_2",
              lambda d: transformers.AutoTokenizer.from_pretrained(d, local_files_only=True))):
-        if not (root / sub).is_dir():
-            raise ValueError(f"{flag} {path}: no {sub}/ folder (a diffusers HunyuanVideo-1.5 pipeline folder)")
         try:
             out[key] = load(root / sub)
         except (OSError, ValueError) as e:

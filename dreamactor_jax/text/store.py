@@ -106,9 +106,8 @@ def save_text_embeddings(path: str | os.PathLike, emb: TextEmbeddings, ids: list
 
 
 def _glyph_tensors(emb: TextEmbeddings, prefix: str = "") -> dict:
-    if emb.text_2 is None:
-        return {}
-    return {prefix + "text_2": emb.text_2.astype(np.float32), prefix + "text_2_mask": emb.text_2_mask.astype(np.int32)}
+    dtypes = {"text_2": np.float32, "text_2_mask": np.int32}
+    return {prefix + k: v.astype(dtypes[k]) for k, v in emb.glyph().items()}
 
 
 def _emb(t: dict, prefix: str = "") -> TextEmbeddings:
