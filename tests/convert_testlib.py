@@ -7,6 +7,7 @@ so a round trip through both checks the converter's table rather than repeating 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -16,6 +17,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
+from dreamactor_jax.weights.safetensors_io import TensorInfo  # noqa: E402
 
 
 def tiny_transformer(cfg: MMDiTConfig, seed: int = 0, *, matrices: bool = True):
@@ -63,21 +65,27 @@ def make_inputs(cfg: MMDiTConfig, seed: int = 1, frames: int = 3, height: int = 
 
 def torch_forward(model, inp) -> np.ndarray:
     """The diffusers forward on channels-last inputs; returns channels-last output."""
-    t = lambda a: None if a is None else torch.from_numpy(a)
-    kwargs = {}
+    streams = {"pooled_projections": inp["pooled"]}
     if inp["guidance"] is not None:
-        kwargs["guidance"] = t(inp["guidance"])
+        streams["guidance"] = inp["guidance"]
+    return channels_last_forward(model, inp, **streams).numpy()
+
+
+def channels_last_forward(model, inp, **streams):
+    """A diffusers transformer's forward on `inp`'s channels-last latents `x`, its `timestep`, `text`
+    and `text_mask`, and the model's other inputs `streams` (numpy arrays or None); the channels-last
+    torch output."""
+    t = lambda a: None if a is None else torch.from_numpy(np.asarray(a))
     with torch.no_grad():
         out = model(
             hidden_states=t(inp["x"]).permute(0, 4, 1, 2, 3),
             timestep=t(inp["timestep"]),
             encoder_hidden_states=t(inp["text"]),
             encoder_attention_mask=t(inp["text_mask"]),
-            pooled_projections=t(inp["pooled"]),
             return_dict=False,
-            **kwargs,
+            **{k: t(v) for k, v in streams.items()},
         )[0]
-    return out.permute(0, 2, 3, 4, 1).numpy()
+    return out.permute(0, 2, 3, 4, 1)
 
 
 def rel_err(a, b) -> float:
@@ -156,14 +164,22 @@ def to_original_hv15(sd: dict) -> dict:
     out: dict = {}
     dual_qkv = {"attn.to_q": "img_attn_q", "attn.to_k": "img_attn_k", "attn.to_v": "img_attn_v",
                 "attn.add_q_proj": "txt_attn_q", "attn.add_k_proj": "txt_attn_k", "attn.add_v_proj": "txt_attn_v"}
-    for key in [k for k in sd if k.startswith("transformer_blocks.")]:
-        i, stem, leaf = re.match(r"transformer_blocks\.(\d+)\.(.+)\.(weight|bias)$", key).groups()
+    for key, i, stem, leaf in _block_keys(sd, "transformer_blocks"):
         out[f"double_blocks.{i}.{dual_qkv.get(stem) or _DUAL[stem]}.{leaf}"] = sd.pop(key)
     for key in list(sd):
         stem, leaf = key.rsplit(".", 1)
         if stem in _TOP15:
             out[f"{_TOP15[stem]}.{leaf}"] = sd.pop(key)
     return {**out, **to_original(sd)}
+
+
+def _block_keys(sd: dict, blocks: str):
+    """(key, block index, stem, leaf) of each `{blocks}.{i}.{stem}.{weight|bias}` key, skipping the keys
+    gone from `sd` meanwhile (a fusion pops its block's siblings)."""
+    pattern = re.compile(re.escape(blocks) + r"\.(\d+)\.(.+)\.(weight|bias)$")
+    for key in [k for k in sd if k.startswith(blocks + ".")]:
+        if key in sd:
+            yield (key, *pattern.match(key).groups())
 
 
 def to_original(sd: dict, concat=lambda xs: np.concatenate(xs, axis=0), swap=_swap) -> dict:
@@ -178,10 +194,7 @@ def to_original(sd: dict, concat=lambda xs: np.concatenate(xs, axis=0), swap=_sw
     def fuse(new_key: str, parts: list[str]) -> None:
         out[new_key] = concat([sd.pop(p) for p in parts])
 
-    for key in [k for k in sd if k.startswith("transformer_blocks.")]:
-        if key not in sd:
-            continue
-        i, stem, leaf = re.match(r"transformer_blocks\.(\d+)\.(.+)\.(weight|bias)$", key).groups()
+    for key, i, stem, leaf in _block_keys(sd, "transformer_blocks"):
         pre = f"transformer_blocks.{i}"
         if stem in ("attn.to_q", "attn.to_k", "attn.to_v"):
             fuse(f"double_blocks.{i}.img_attn_qkv.{leaf}", [f"{pre}.attn.to_{c}.{leaf}" for c in "qkv"])
@@ -189,20 +202,14 @@ def to_original(sd: dict, concat=lambda xs: np.concatenate(xs, axis=0), swap=_sw
             fuse(f"double_blocks.{i}.txt_attn_qkv.{leaf}", [f"{pre}.attn.add_{c}_proj.{leaf}" for c in "qkv"])
         else:
             out[f"double_blocks.{i}.{_DUAL[stem]}.{leaf}"] = sd.pop(key)
-    for key in [k for k in sd if k.startswith("single_transformer_blocks.")]:
-        if key not in sd:
-            continue
-        i, stem, leaf = re.match(r"single_transformer_blocks\.(\d+)\.(.+)\.(weight|bias)$", key).groups()
+    for key, i, stem, leaf in _block_keys(sd, "single_transformer_blocks"):
         pre = f"single_transformer_blocks.{i}"
         if stem in ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"):
             fuse(f"single_blocks.{i}.linear1.{leaf}", [f"{pre}.attn.to_{c}.{leaf}" for c in "qkv"] + [f"{pre}.proj_mlp.{leaf}"])
         else:
             name = {"proj_out": "linear2", "attn.norm_q": "q_norm", "attn.norm_k": "k_norm", "norm.linear": "modulation.linear"}[stem]
             out[f"single_blocks.{i}.{name}.{leaf}"] = sd.pop(key)
-    for key in [k for k in sd if k.startswith("context_embedder.token_refiner.refiner_blocks.")]:
-        if key not in sd:
-            continue
-        i, stem, leaf = re.match(r"context_embedder\.token_refiner\.refiner_blocks\.(\d+)\.(.+)\.(weight|bias)$", key).groups()
+    for key, i, stem, leaf in _block_keys(sd, "context_embedder.token_refiner.refiner_blocks"):
         pre = f"context_embedder.token_refiner.refiner_blocks.{i}"
         new = f"txt_in.individual_token_refiner.blocks.{i}"
         if stem in ("attn.to_q", "attn.to_k", "attn.to_v"):
@@ -221,6 +228,34 @@ def to_original(sd: dict, concat=lambda xs: np.concatenate(xs, axis=0), swap=_sw
 
 def state_dict_numpy(model) -> dict[str, np.ndarray]:
     return {k: v.detach().float().numpy().copy() for k, v in model.state_dict().items()}
+
+
+@dataclasses.dataclass
+class DictSource:
+    """A TensorSource over an in-memory dict of numpy arrays."""
+
+    arrays: dict
+
+    def keys(self):
+        return list(self.arrays)
+
+    def info(self, k):
+        return TensorInfo(tuple(self.arrays[k].shape), self.arrays[k].dtype)
+
+    def read(self, k, rows=None):
+        a = self.arrays[k]
+        return a.copy() if rows is None else a[rows[0] : rows[1]].copy()
+
+
+class ShapeSource(DictSource):
+    """A TensorSource that knows shapes only (float32 stand-ins that take no memory): for checks
+    that never read, such as the coverage of a full-size model."""
+
+    def __init__(self, shapes: dict):
+        super().__init__({k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()})
+
+    def read(self, k, rows=None):  # pragma: no cover - must not be called
+        raise AssertionError("no reads in a shapes-only test")
 
 
 def flat_params(tree, prefix=()):

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from convert_testlib import randomize  # noqa: E402
+from convert_testlib import channels_last_forward, randomize  # noqa: E402
 
 from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
 
@@ -51,7 +51,6 @@ def hv15_inputs(cfg: MMDiTConfig, seed: int = 1, image: str = "random", glyph: s
 def hv15_torch_forward(model, cfg: MMDiTConfig, inp: dict) -> np.ndarray:
     """diffusers forward on channels-last inputs (absent glyph / image tokens given as diffusers
     spells "none": an all-masked glyph sequence, all-zero image embeddings); channels-last output."""
-    t = lambda a: None if a is None else torch.from_numpy(np.asarray(a))
     b = inp["x"].shape[0]
     text_2, m2 = inp["text_2"], inp["text_2_mask"]
     if text_2 is None:
@@ -59,19 +58,9 @@ def hv15_torch_forward(model, cfg: MMDiTConfig, inp: dict) -> np.ndarray:
     image = inp["image_embeds"]
     if image is None:
         image = np.zeros((b, 1, cfg.image_embed_dim), np.float32)
-    with torch.no_grad():
-        out = model(
-            hidden_states=t(inp["x"]).permute(0, 4, 1, 2, 3),
-            timestep=t(inp["timestep"]),
-            encoder_hidden_states=t(inp["text"]),
-            encoder_attention_mask=t(inp["text_mask"]),
-            timestep_r=t(inp["timestep_r"]),
-            encoder_hidden_states_2=t(text_2),
-            encoder_attention_mask_2=t(m2),
-            image_embeds=t(image),
-            return_dict=False,
-        )[0]
-    return out.permute(0, 2, 3, 4, 1).double().numpy()
+    out = channels_last_forward(model, inp, timestep_r=inp["timestep_r"], encoder_hidden_states_2=text_2,
+                                encoder_attention_mask_2=m2, image_embeds=image)
+    return out.double().numpy()
 
 
 def jax_kwargs(inp: dict) -> dict:

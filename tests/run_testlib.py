@@ -69,6 +69,17 @@ def save_run(workdir: Path, config: dict, lora, step: int = 10) -> None:
     ck.close()
 
 
+def sampling_run(root: Path, rng) -> tuple[dict, dict]:
+    """What sampling needs under `root`: the converted tiny base and VAE (`converted_tiny_base`), a run
+    folder root/run holding a random adapter (`save_run`) and root/text.safetensors (`save_text`,
+    drawn from `rng`). Returns the run's (config, adapter), to save variants of the run."""
+    converted_tiny_base(root)
+    config, lora = run_config(root), random_adapter()
+    save_run(root / "run", config, lora)
+    save_text(root / "text.safetensors", rng)
+    return config, lora
+
+
 def save_text(path: Path, rng) -> None:
     """A tools/encode_text.py file for the tiny backbone (text 32 wide, pooled 24): id "prompt"
     ("a dancer", 3 tokens) and a null prompt, drawn from `rng`."""

@@ -45,6 +45,15 @@ def run_tool(*argv) -> int:
     return _tool_main()([str(a) for a in argv] + ["--quiet"])
 
 
+def convert_sharded(root: Path, cfg, model, max_shard_size: str) -> dict:
+    """`model` saved to root/diffusers in three shards or more and converted (fp32) by the tool to
+    root/out: dict(root, cfg, model, out)."""
+    model.save_pretrained(root / "diffusers", max_shard_size=max_shard_size)
+    assert len(list((root / "diffusers").glob("*.safetensors"))) >= 3
+    assert run_tool(root / "diffusers", root / "out", "--dtype", "fp32") == 0
+    return dict(root=root, cfg=cfg, model=model, out=root / "out")
+
+
 def jax_forward(params, cfg, inp):
     return np.asarray(
         mmdit.forward(
@@ -68,13 +77,8 @@ def _no_leftovers(folder: Path):
 @pytest.fixture(scope="module")
 def t2v(tmp_path_factory):
     """A tiny T2V diffusers folder in several shards, its torch model, and its fp32 conversion."""
-    root = tmp_path_factory.mktemp("t2v")
     cfg = MMDiTConfig.named("tiny-t2v")
-    model = tiny_transformer(cfg, seed=0)
-    model.save_pretrained(root / "diffusers", max_shard_size="60KB")
-    assert len(list((root / "diffusers").glob("*.safetensors"))) >= 3
-    assert run_tool(root / "diffusers", root / "out", "--dtype", "fp32") == 0
-    return dict(root=root, cfg=cfg, model=model, out=root / "out")
+    return convert_sharded(tmp_path_factory.mktemp("t2v"), cfg, tiny_transformer(cfg, seed=0), max_shard_size="60KB")
 
 
 def test_diffusers_folder_converts_to_matching_forward(t2v):

@@ -14,27 +14,10 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 accelerate = pytest.importorskip("accelerate")
 
-from convert_testlib import to_original  # noqa: E402
+from convert_testlib import ShapeSource, to_original  # noqa: E402
 
 from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
 from dreamactor_jax.weights import convert, original_map  # noqa: E402
-from dreamactor_jax.weights.safetensors_io import TensorInfo  # noqa: E402
-
-
-class _Shapes:
-    """A TensorSource that knows shapes only (reads are never needed for validation)."""
-
-    def __init__(self, shapes):
-        self.shapes = shapes
-
-    def keys(self):
-        return list(self.shapes)
-
-    def info(self, k):
-        return TensorInfo(tuple(self.shapes[k]), np.dtype(np.float32))
-
-    def read(self, k, rows=None):  # pragma: no cover - must not be called
-        raise AssertionError("no reads in a coverage test")
 
 
 class _S:
@@ -69,7 +52,7 @@ def test_full_size_transformer_coverage(variant, n_params):
     assert sum(int(np.prod(s)) for s in shapes.values()) == n_params
     target = convert.mmdit_target(cfg)
     assert target.expected == shapes
-    diff_src = convert.Source(_Shapes(shapes), None, "diffusers", "mmdit", [])
+    diff_src = convert.Source(ShapeSource(shapes), None, "diffusers", "mmdit", [])
     if variant == "i2v-33ch":  # only i2v-33ch has 33 input channels and no guidance embedder
         assert convert.mmdit_config(diff_src, None) == cfg
     else:  # t2v and i2v-16ch share their weights' shapes
@@ -86,7 +69,7 @@ def test_full_size_transformer_coverage(variant, n_params):
     )
     orig = {k: v.shape for k, v in fused.items()}
     assert orig["single_blocks.0.linear1.weight"] == (3 * 3072 + 12288, 3072)
-    view = original_map.OriginalView(_Shapes(orig), "transformer")
+    view = original_map.OriginalView(ShapeSource(orig), "transformer")
     assert view.unknown == []
     assert {k: view.info(k).shape for k in view.keys()} == shapes
     _check(convert.Source(view, None, "original", "mmdit", []), target, n_params)
@@ -96,7 +79,7 @@ def test_full_size_widened_t2v_coverage():
     t2v = MMDiTConfig.named("t2v")
     shapes = _meta_shapes(diffusers.HunyuanVideoTransformer3DModel, **t2v.to_diffusers_config())
     wide = convert.mmdit_target(t2v.replace(in_channels=33, image_condition_type="latent_concat"))
-    src = convert.Source(_Shapes(shapes), None, "diffusers", "mmdit", [])
+    src = convert.Source(ShapeSource(shapes), None, "diffusers", "mmdit", [])
     with pytest.raises(ValueError, match=r"x_embedder.proj.weight \[3072, 16, 1, 2, 2\] \(expected \[3072, 33, 1, 2, 2\]\)"):
         convert.validate(src, wide)
     convert.validate(src, wide, widen_from=16)
@@ -110,6 +93,6 @@ def test_full_size_vae_coverage():
     assert n == 246_478_803
     target = convert.vae_target(VAEConfig.named("hunyuan"))
     assert target.expected == shapes
-    _check(convert.Source(_Shapes(shapes), None, "diffusers", "vae", []), target, n)
-    view = original_map.OriginalView(_Shapes({f"vae.{k}": s for k, s in shapes.items()}), "vae")
+    _check(convert.Source(ShapeSource(shapes), None, "diffusers", "vae", []), target, n)
+    view = original_map.OriginalView(ShapeSource({f"vae.{k}": s for k, s in shapes.items()}), "vae")
     _check(convert.Source(view, None, "original", "vae", []), target, n)

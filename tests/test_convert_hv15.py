@@ -16,7 +16,7 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from convert_testlib import rel_err  # noqa: E402
 from hv15_testlib import hv15_inputs, hv15_torch_forward, jax_kwargs, tiny_hv15  # noqa: E402
-from test_convert import run_tool  # noqa: E402
+from test_convert import convert_sharded, run_tool  # noqa: E402
 
 from dreamactor_jax.models import mmdit  # noqa: E402
 from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
@@ -25,13 +25,8 @@ from dreamactor_jax.weights import checkpoint  # noqa: E402
 
 @pytest.fixture(scope="module")
 def hv15(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hv15")
     cfg = MMDiTConfig.named("tiny-hv15-meanflow")
-    model = tiny_hv15(cfg, seed=3)
-    model.save_pretrained(root / "diffusers", max_shard_size="1MB")
-    assert len(list((root / "diffusers").glob("*.safetensors"))) >= 3
-    assert run_tool(root / "diffusers", root / "out", "--dtype", "fp32") == 0
-    return dict(root=root, cfg=cfg, model=model)
+    return convert_sharded(tmp_path_factory.mktemp("hv15"), cfg, tiny_hv15(cfg, seed=3), max_shard_size="1MB")
 
 
 def test_hv15_diffusers_folder_converts_to_matching_forward(hv15):

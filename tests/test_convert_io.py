@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-from convert_testlib import state_dict_numpy, tiny_transformer, to_original  # noqa: E402
+from convert_testlib import DictSource, state_dict_numpy, tiny_transformer, to_original  # noqa: E402
 
 from dreamactor_jax.models.config import MMDiTConfig  # noqa: E402
 from dreamactor_jax.weights import original_map, safetensors_io  # noqa: E402
@@ -110,30 +110,13 @@ def test_torch_pt_source_with_module_wrapper(tmp_path):
         safetensors_io.open_file(tmp_path / "bad.pt")
 
 
-class _Dict:
-    """A TensorSource over an in-memory dict (for the mapping tests)."""
-
-    def __init__(self, d):
-        self.d = d
-
-    def keys(self):
-        return list(self.d)
-
-    def info(self, k):
-        return safetensors_io.TensorInfo(self.d[k].shape, self.d[k].dtype)
-
-    def read(self, k, rows=None):
-        a = self.d[k]
-        return a.copy() if rows is None else a[rows[0] : rows[1]].copy()
-
-
 @pytest.mark.parametrize("variant", ["tiny-t2v", "tiny-i2v-33ch"])
 def test_original_names_map_back_to_diffusers(variant):
     cfg = MMDiTConfig.named(variant)
     sd = state_dict_numpy(tiny_transformer(cfg, seed=3))
     orig = to_original(sd)
     assert "single_blocks.0.linear1.weight" in orig and "double_blocks.1.img_attn_qkv.bias" in orig
-    view = original_map.OriginalView(_Dict(orig), "transformer")
+    view = original_map.OriginalView(DictSource(orig), "transformer")
     assert view.unknown == []
     assert sorted(view.keys()) == sorted(sd)
     for k, want in sd.items():
@@ -149,15 +132,15 @@ def test_original_unknown_names_are_reported():
     orig = to_original(state_dict_numpy(tiny_transformer(cfg)))
     orig["double_blocks.0.img_extra.weight"] = np.ones((2, 2), np.float32)
     orig["step"] = np.ones((), np.float32)
-    view = original_map.OriginalView(_Dict(orig), "transformer")
+    view = original_map.OriginalView(DictSource(orig), "transformer")
     assert view.unknown == ["double_blocks.0.img_extra.weight", "step"]
     with pytest.raises(ValueError, match="img_in"):
-        original_map.OriginalView(_Dict({"encoder.conv_in.conv.weight": np.ones((2, 2))}), "transformer")
+        original_map.OriginalView(DictSource({"encoder.conv_in.conv.weight": np.ones((2, 2))}), "transformer")
 
 
 def test_original_vae_prefix_is_stripped():
     d = {"vae.encoder.conv_in.conv.weight": np.arange(6, dtype=np.float32).reshape(2, 3)}
-    view = original_map.OriginalView(_Dict(d), "vae")
+    view = original_map.OriginalView(DictSource(d), "vae")
     assert view.keys() == ["encoder.conv_in.conv.weight"]
     np.testing.assert_array_equal(view.read("encoder.conv_in.conv.weight"), d["vae.encoder.conv_in.conv.weight"])
     json.dumps(view.keys())

@@ -18,7 +18,7 @@ from dreamactor_jax import media  # noqa: E402
 from dreamactor_jax.pose import render_pose, standard_person  # noqa: E402
 
 from cli_testlib import run_tool  # noqa: E402
-from run_testlib import converted_tiny_base, random_adapter, run_config, save_run, save_text  # noqa: E402
+from run_testlib import sampling_run  # noqa: E402
 
 # the shapes and CFG of tests/test_sampling_cli.py, so one process compiles the sampler once for both
 SAMPLER = ["--height", "32", "--width", "32", "--steps", "2", "--segment-frames", "5", "--overlap", "1",
@@ -34,10 +34,8 @@ def evaluate(argv) -> int:
 def world(tmp_path_factory):
     """A tiny converted base + VAE, an adapter run on them, text embeddings, and a 2-pair bench."""
     root = tmp_path_factory.mktemp("evalcli")
-    converted_tiny_base(root)
-    save_run(root / "run", run_config(root), random_adapter())
     rng = np.random.default_rng(0)
-    save_text(root / "text.safetensors", rng)  # "prompt" (a dancer) and the null prompt
+    sampling_run(root, rng)  # text: "prompt" (a dancer) and the null prompt
 
     m = root / "media"
     m.mkdir()

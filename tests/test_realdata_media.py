@@ -4,7 +4,6 @@ panel. Synthetic files, plus the real assets where present."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -184,21 +183,11 @@ def test_fit_clip_and_detection_frame():
 
 # ------------------------------------------------------------------------- tools/extract_pose.py
 def _extract_pose(argv, capsys, monkeypatch, estimator):
-    import importlib.util
-
     import dreamactor_jax.pose.extract as ex
-    from dreamactor_jax.utils import cli_main
+    from cli_testlib import run_tool
 
     monkeypatch.setattr(ex, "make_estimator", lambda *a, **k: estimator)
-    spec = importlib.util.spec_from_file_location("xp", ROOT / "tools" / "extract_pose.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    try:
-        cli_main(mod.main, [str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
+    return run_tool("tools/extract_pose.py", argv), capsys.readouterr().err
 
 
 def test_extract_pose_nobody_found_is_an_error_and_writes_nothing(tmp_path, capsys, monkeypatch):

@@ -4,7 +4,6 @@ the zero text (no encoder at all) runs through the backbone."""
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import time
 from pathlib import Path
@@ -12,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dreamactor_jax.text.store import TextEmbeddings, load_text_embeddings, save_text_embeddings, zero_text
-from dreamactor_jax.utils import cli_main
+from cli_testlib import run_tool
 
-ROOT = Path(__file__).resolve().parents[1]
+from dreamactor_jax.text.store import TextEmbeddings, load_text_embeddings, save_text_embeddings, zero_text
 
 
 @pytest.fixture
@@ -36,15 +34,7 @@ def offline(monkeypatch, tmp_path):
 
 
 def _run(tool: str, argv, capsys) -> tuple[int, str]:
-    spec = importlib.util.spec_from_file_location(f"t_{tool}", ROOT / "tools" / f"{tool}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    try:
-        cli_main(mod.main, [str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
+    return run_tool(f"tools/{tool}.py", argv), capsys.readouterr().err
 
 
 @pytest.mark.parametrize("mode,repo", [("t2v", "hunyuanvideo-community/HunyuanVideo:"),

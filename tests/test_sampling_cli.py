@@ -19,7 +19,7 @@ from dreamactor_jax.pose import PoseFrame, standard_person  # noqa: E402
 from dreamactor_jax.sampling import inputs  # noqa: E402
 
 from cli_testlib import run_tool  # noqa: E402
-from run_testlib import converted_tiny_base, random_adapter, run_config, save_run, save_text  # noqa: E402
+from run_testlib import sampling_run, save_run  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
 
@@ -35,14 +35,10 @@ def run(argv) -> int:
 def ckpt(tmp_path_factory):
     """Converted tiny base + VAE, a trained-looking adapter run, text embeddings and inputs."""
     root = tmp_path_factory.mktemp("sample")
-    converted_tiny_base(root)
-    lora, config = random_adapter(), run_config(root)
-    save_run(root / "run", config, lora)
+    rng = np.random.default_rng(0)
+    config, lora = sampling_run(root, rng)  # text: "prompt" (a dancer) and the null prompt
     save_run(root / "random_run", {**config, "base_checkpoint": None}, lora)
     save_run(root / "e2e_run", {**config, "variant": "e2e"}, lora)
-
-    rng = np.random.default_rng(0)
-    save_text(root / "text.safetensors", rng)  # "prompt" (a dancer) and the null prompt
 
     Image.fromarray(rng.integers(0, 255, (60, 44, 3), np.uint8)).save(root / "ref.png")
     media.write_video(root / "driving.mp4", rng.integers(0, 255, (12, 48, 40, 3), np.uint8), 8.0)

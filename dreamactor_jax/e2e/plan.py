@@ -23,7 +23,7 @@ import os
 import re
 import zlib
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -88,46 +88,53 @@ def _unique(items: list, what: str, where: Path) -> list:
     return sorted(items, key=lambda it: it.id)
 
 
+def _read_inputs(path: str | os.PathLike, flag: str, key: str, exts: tuple[str, ...], from_file: Callable,
+                 from_row: Callable) -> tuple[list, list[str]]:
+    """(items sorted by id, manifest problems) of a folder, `from_file(file, its path relative to the
+    folder)` for every file with a suffix of `exts`, or of a JSONL manifest, `from_row(row, id,
+    identity, file)` for every row with a string `key` (the file's path, relative to the manifest;
+    the id defaults to it without suffix, the identity to the id)."""
+    path = Path(path)
+    if path.is_dir():
+        return _unique([from_file(p, p.relative_to(path)) for p in _scan(path, exts)], key, path), []
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag} {path}: no such folder or manifest")
+    rows, problems = _manifest_rows(path, key)
+    out = []
+    for r in rows:
+        rid = str(r.get("id") or Path(r[key]).with_suffix(""))
+        out.append(from_row(r, rid, str(r.get("identity") or rid), path.parent / r[key]))
+    return _unique(out, key, path), problems
+
+
 def read_sources(path: str | os.PathLike) -> tuple[list[Source], list[str]]:
     """(sources sorted by id, manifest problems): every video under a folder (id = relative path
     without suffix), or JSONL rows `{"video", "id"?, "identity"?}` (paths relative to the file)."""
-    path = Path(path)
-    if path.is_dir():
-        out = [Source(str(p.relative_to(path).with_suffix("")), p, str(p.relative_to(path).with_suffix("")))
-               for p in _scan(path, VIDEO_EXTS)]
-        return _unique(out, "video", path), []
-    if not path.is_file():
-        raise FileNotFoundError(f"--videos {path}: no such folder or manifest")
-    rows, problems = _manifest_rows(path, "video")
-    out = []
-    for r in rows:
-        sid = str(r.get("id") or Path(r["video"]).with_suffix(""))
-        out.append(Source(sid, path.parent / r["video"], str(r.get("identity") or sid)))
-    return _unique(out, "video", path), problems
+
+    def from_file(p: Path, rel: Path) -> Source:
+        sid = str(rel.with_suffix(""))
+        return Source(sid, p, sid)
+
+    def from_row(r: dict, sid: str, identity: str, p: Path) -> Source:
+        return Source(sid, p, identity)
+
+    return _read_inputs(path, "--videos", "video", VIDEO_EXTS, from_file, from_row)
 
 
 def read_references(path: str | os.PathLike) -> tuple[list[Reference], list[str]]:
     """(references sorted by id, manifest problems): every image under a folder (each its own
     identity; the first sub-folder, if any, is its tag: refs/animal/cat.png -> tag "animal"), or
     JSONL rows `{"image", "id"?, "identity"?, "tags"?}` (paths relative to the file)."""
-    path = Path(path)
-    if path.is_dir():
-        out = []
-        for p in _scan(path, IMAGE_EXTS):
-            rel = p.relative_to(path)
-            rid = str(rel.with_suffix(""))
-            out.append(Reference(rid, p, rid, (rel.parts[0],) if len(rel.parts) > 1 else ()))
-        return _unique(out, "image", path), []
-    if not path.is_file():
-        raise FileNotFoundError(f"--references {path}: no such folder or manifest")
-    rows, problems = _manifest_rows(path, "image")
-    out = []
-    for r in rows:
-        rid = str(r.get("id") or Path(r["image"]).with_suffix(""))
+
+    def from_file(p: Path, rel: Path) -> Reference:
+        rid = str(rel.with_suffix(""))
+        return Reference(rid, p, rid, (rel.parts[0],) if len(rel.parts) > 1 else ())
+
+    def from_row(r: dict, rid: str, identity: str, p: Path) -> Reference:
         tags = r.get("tags") or ()
-        tags = (tags,) if isinstance(tags, str) else tuple(str(t) for t in tags)
-        out.append(Reference(rid, path.parent / r["image"], str(r.get("identity") or rid), tags))
-    return _unique(out, "image", path), problems
+        return Reference(rid, p, identity, (tags,) if isinstance(tags, str) else tuple(str(t) for t in tags))
+
+    return _read_inputs(path, "--references", "image", IMAGE_EXTS, from_file, from_row)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -33,6 +33,11 @@ SOURCE, GENERATED, REFERENCE, POSE, SCORES = "source.mp4", "generated.mp4", "ref
 FORMAT = 1
 
 
+def _unit_file(name: str) -> property:
+    """The read-only attribute of a `Unit`: the path of its file `name`."""
+    return property(lambda unit: unit.dir / name, doc=f"The unit's {name}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class Unit:
     """A complete unit folder and its metadata."""
@@ -41,21 +46,10 @@ class Unit:
     dir: Path
     meta: dict
 
-    @property
-    def source(self) -> Path:
-        return self.dir / SOURCE
-
-    @property
-    def generated(self) -> Path:
-        return self.dir / GENERATED
-
-    @property
-    def reference(self) -> Path:
-        return self.dir / REFERENCE
-
-    @property
-    def pose(self) -> Path:
-        return self.dir / POSE
+    source = _unit_file(SOURCE)
+    generated = _unit_file(GENERATED)
+    reference = _unit_file(REFERENCE)
+    pose = _unit_file(POSE)
 
 
 def is_complete(root: str | os.PathLike, unit_id: str) -> bool:

@@ -16,9 +16,10 @@ The rule, applied after the EXIF orientation tag (so a phone photo comes out upr
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
+
+from dreamactor_jax.media.video import check_file
 
 _GRAY16 = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _ALPHA = ("RGBA", "RGBa", "LA", "La", "PA")
@@ -75,13 +76,7 @@ def read_image(path: str | os.PathLike, background=(255, 255, 255)) -> np.ndarra
     """
     from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
 
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"image file not found: {p}")
-    if not p.is_file():
-        raise ValueError(f"image {p}: not a regular file")
-    if p.stat().st_size == 0:
-        raise ValueError(f"image {p}: file is empty (0 bytes)")
+    p = check_file(path, "image")
     try:
         with Image.open(p) as im:
             im.load()

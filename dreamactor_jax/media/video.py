@@ -100,14 +100,16 @@ def _check_sampling(fps, num_frames, start, stride, *, what: str) -> None:
         raise ValueError(f"{what}: num_frames must be >= 1, got {num_frames}")
 
 
-def _check_file(path: str | os.PathLike) -> Path:
+def check_file(path: str | os.PathLike, what: str = "video") -> Path:
+    """The path of an existing, non-empty regular file (a `what`, named in the errors: "video",
+    "image"); FileNotFoundError or ValueError otherwise."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"video file not found: {p}")
+        raise FileNotFoundError(f"{what} file not found: {p}")
     if not p.is_file():
-        raise ValueError(f"video {p}: not a regular file")
+        raise ValueError(f"{what} {p}: not a regular file")
     if p.stat().st_size == 0:
-        raise ValueError(f"video {p}: file is empty (0 bytes)")
+        raise ValueError(f"{what} {p}: file is empty (0 bytes)")
     return p
 
 
@@ -308,7 +310,7 @@ def declared_frames(path: str | os.PathLike, fallback: int = 0) -> int:
 
 
 def _open(path, backend: str, num_threads: int):
-    p = _check_file(path)
+    p = check_file(path)
     if backend == "auto":
         order = BACKENDS
     elif backend in BACKENDS:

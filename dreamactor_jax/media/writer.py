@@ -14,7 +14,7 @@ import logging
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -61,45 +61,50 @@ def _write_pyav(tmp: Path, frames: Iterator[np.ndarray], rate: Fraction, crf: in
     return n
 
 
-def _write_imageio(tmp: Path, frames: Iterator[np.ndarray], rate: Fraction, crf: int) -> int:
-    import imageio_ffmpeg  # noqa: PLC0415
-
+def _write_frames(frames: Iterator[np.ndarray], open_writer: Callable, write: Callable, close: Callable) -> int:
+    """Writes the frames through a writer opened on the first one (`open_writer(frame)`: it knows the
+    size then), `write(writer, frame)` each, and `close(writer)` in the end, also on failure.
+    Returns the number of frames written."""
     n = 0
     writer = None
     try:
         for f in frames:
             if writer is None:
-                writer = imageio_ffmpeg.write_frames(
-                    str(tmp), (f.shape[1], f.shape[0]), fps=float(rate), codec="libx264",
-                    pix_fmt_out="yuv420p", macro_block_size=1, output_params=["-crf", str(crf), "-f", "mp4"],
-                )
-                writer.send(None)
-            writer.send(f)
+                writer = open_writer(f)
+            write(writer, f)
             n += 1
     finally:
         if writer is not None:
-            writer.close()
+            close(writer)
     return n
+
+
+def _write_imageio(tmp: Path, frames: Iterator[np.ndarray], rate: Fraction, crf: int) -> int:
+    import imageio_ffmpeg  # noqa: PLC0415
+
+    def open_writer(f: np.ndarray):
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp), (f.shape[1], f.shape[0]), fps=float(rate), codec="libx264",
+            pix_fmt_out="yuv420p", macro_block_size=1, output_params=["-crf", str(crf), "-f", "mp4"],
+        )
+        writer.send(None)
+        return writer
+
+    return _write_frames(frames, open_writer, lambda writer, f: writer.send(f), lambda writer: writer.close())
 
 
 def _write_cv2(tmp: Path, frames: Iterator[np.ndarray], rate: Fraction, crf: int) -> int:
     import cv2  # noqa: PLC0415
 
-    n = 0
-    writer = None
-    try:
-        for f in frames:
-            if writer is None:
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(rate),
-                                         (f.shape[1], f.shape[0]))
-                if not writer.isOpened():
-                    raise ValueError(f"OpenCV cannot write {tmp.name} (no mp4v encoder)")
-            writer.write(np.ascontiguousarray(f[..., ::-1]))
-            n += 1
-    finally:
-        if writer is not None:
+    def open_writer(f: np.ndarray):
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(rate), (f.shape[1], f.shape[0]))
+        if not writer.isOpened():
             writer.release()
-    return n
+            raise ValueError(f"OpenCV cannot write {tmp.name} (no mp4v encoder)")
+        return writer
+
+    return _write_frames(frames, open_writer, lambda writer, f: writer.write(np.ascontiguousarray(f[..., ::-1])),
+                         lambda writer: writer.release())
 
 
 def _has_imageio_ffmpeg() -> bool:

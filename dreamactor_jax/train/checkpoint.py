@@ -164,13 +164,10 @@ def describe_data_change(saved: Mapping, current: Mapping) -> list[str]:
     new_shards = {s["name"]: s for s in current.get("shards", [])}
     gone, added = sorted(set(old_shards) - set(new_shards)), sorted(set(new_shards) - set(old_shards))
     changed = sorted(n for n in set(old_shards) & set(new_shards) if old_shards[n] != new_shards[n])
-    show = lambda names: ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
-    if gone:
-        out.append(f"shards gone: {show(gone)}")
-    if added:
-        out.append(f"shards added: {show(added)}")
-    if changed:
-        out.append(f"shards changed (size, records or index): {show(changed)}")
+    for what, names in (("gone", gone), ("added", added), ("changed (size, records or index)", changed)):
+        if names:
+            more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
+            out.append(f"shards {what}: {', '.join(names[:3])}{more}")
     rest_old = {k: v for k, v in saved.items() if k != "shards"}
     rest_new = {k: v for k, v in current.items() if k != "shards"}
     out += diff_fingerprints(rest_old, rest_new)

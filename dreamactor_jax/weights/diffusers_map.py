@@ -17,7 +17,7 @@ The mapping is by rule, one tensor at a time, so a streaming converter can use i
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 import jax
 import numpy as np
@@ -44,6 +44,21 @@ def _kind_of_weight(ndim: int) -> str:
     return {1: "scale", 2: "kernel", 5: "kernel"}.get(ndim, "")
 
 
+def module_path(names: Iterable[str], path: Iterable[str] = ()) -> list[str] | None:
+    """diffusers module names (a key split on dots) -> Flax module names, after `path`: a numeric part
+    joins the name before it (`down_blocks.0.resnets` -> `down_blocks_0`, `resnets`). None when a
+    numeric part has no name before it."""
+    out = list(path)
+    for name in names:
+        if not name.isdigit():
+            out.append(name)
+        elif out:
+            out[-1] = f"{out[-1]}_{name}"
+        else:
+            return None
+    return out
+
+
 def torch_key_to_path(key: str, ndim: int) -> tuple[tuple[str, ...], int | None]:
     """diffusers key (+ the tensor's rank) -> (params path, layer index or None)."""
     layer = None
@@ -56,15 +71,10 @@ def torch_key_to_path(key: str, ndim: int) -> tuple[tuple[str, ...], int | None]
             break
     else:
         path = []
-    parts = rest.split(".")
-    *mods, leaf = parts
-    for part in mods:
-        if part.isdigit():
-            if not path:
-                raise ValueError(f"diffusers key {key!r}: unexpected numeric part")
-            path[-1] = f"{path[-1]}_{part}"
-        else:
-            path.append(part)
+    *mods, leaf = rest.split(".")
+    path = module_path(mods, path)
+    if path is None:
+        raise ValueError(f"diffusers key {key!r}: unexpected numeric part")
     if leaf == "weight" and tuple(mods) in {(e,) for e in EMBEDDINGS}:
         path.append("embedding")
     elif leaf == "weight":

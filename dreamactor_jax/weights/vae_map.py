@@ -17,6 +17,7 @@ import numpy as np
 
 from dreamactor_jax.models import vae, vae15
 from dreamactor_jax.models.vae import VAEConfig
+from dreamactor_jax.weights.diffusers_map import module_path
 
 
 def param_shapes(cfg) -> dict:
@@ -91,14 +92,9 @@ def to_flax(name: str, tensor: Any) -> tuple[tuple[str, ...], np.ndarray]:
     parts = name.split(".")
     if len(parts) < 2 or parts[-1] not in ("weight", "bias", "gamma"):
         raise ValueError(f"name: {name!r} is not a VAE parameter name (expected '...weight', '...bias' or '...gamma')")
-    path: list[str] = []
-    for p in parts[:-1]:
-        if p.isdigit():
-            if not path:
-                raise ValueError(f"name: {name!r} starts with an index")
-            path[-1] = f"{path[-1]}_{p}"
-        else:
-            path.append(p)
+    path = module_path(parts[:-1])
+    if path is None:
+        raise ValueError(f"name: {name!r} starts with an index")
     leaf = parts[-1]
     if leaf == "weight":
         if a.ndim == 5:
