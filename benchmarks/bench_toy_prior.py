@@ -22,13 +22,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dreamactor_jax.utils import cli_main, write_text_atomic  # noqa: E402
 
 
-def time_prior(config: str, data: dict, log_every: int, skip: int = 100) -> dict:
-    """Trains the prior of `config`; ms/step from the step-100 log line to the last (the first steps
+def time_prior(variant: str, overrides: list[str], data: dict, log_every: int, skip: int = 100) -> dict:
+    """Trains the prior of the toy config `variant` with `overrides` (--config.x=y); ms/step from the step-100 log line to the last (the first steps
     compile one program per clip width)."""
-    from dreamactor_jax.toy.demo import load_config
+    from dreamactor_jax.toy.recipe import load as load_config
     from dreamactor_jax.toy.pretrain import pretrain_prior
 
-    c = load_config(config)
+    c = load_config(variant, overrides)
     c.log_every = log_every
     marks = []
 
@@ -41,7 +41,7 @@ def time_prior(config: str, data: dict, log_every: int, skip: int = 100) -> dict
     (s0, _, t0), (s1, _, t1) = next(m for m in marks if m[0] >= skip), marks[-1]
     # the log's times have 0.1 s resolution: a tiny run's span can read 0, then the whole run's mean
     ms = 1000 * (t1 - t0) / (s1 - s0) if t1 > t0 and s1 > s0 else 1000 * total / max(1, len(losses))
-    return {"config": config, "ms_per_step": ms, "total_s": total,
+    return {"config": " ".join([variant, *overrides]), "ms_per_step": ms, "total_s": total,
             "first_loss": losses[0], "last_loss": losses[-1]}
 
 
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     import jax
 
     from dreamactor_jax.toy import data as toy_data
-    from dreamactor_jax.toy.demo import load_config
+    from dreamactor_jax.toy.recipe import load as load_config
     from dreamactor_jax.toy.world import WorldConfig
 
     c = load_config(args.variant)
@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     print(f"data {time.time() - t0:.1f}s; devices {jax.devices()}", flush=True)
     rows = []
     for n in counts:
-        r = time_prior(f"{args.variant},prior.steps={args.steps},prior.devices={n}", data, log_every, skip)
+        r = time_prior(args.variant, [f"--config.prior.steps={args.steps}", f"--config.prior.devices={n}"], data,
+                       log_every, skip)
         r["devices"] = n
         rows.append(r)
         print(json.dumps(r), flush=True)

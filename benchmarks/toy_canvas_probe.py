@@ -26,7 +26,7 @@ from dreamactor_jax.models import mmdit  # noqa: E402
 from dreamactor_jax.toy import data as toy_data  # noqa: E402
 from dreamactor_jax.toy import model as tm  # noqa: E402
 from dreamactor_jax.toy.adapter import batch_from  # noqa: E402
-from dreamactor_jax.toy.demo import load_config  # noqa: E402
+from dreamactor_jax.toy.recipe import load as load_config  # noqa: E402
 from dreamactor_jax.toy.evaluate import motion_influence  # noqa: E402
 from dreamactor_jax.toy.pretrain import flow_config, load_prior, optim_config, prior_loss  # noqa: E402
 from dreamactor_jax.toy.world import WorldConfig, heldout_cases  # noqa: E402

@@ -2,7 +2,8 @@
 # The toy-world study on one GPU (issue 9): prior + pose LoRA (2 seeds) + ablations A, D + evaluation.
 # On the device machine, from the repo root, with the wheels folder .whl carried:
 #   bash benchmarks/toy_gpu.sh          # writes under $OUT (or runs/toy_gpu when OUT is unset)
-# TOY_CONFIG (default gpu) and TOY_ARGS (default --study) pick the run; the demo's own log.txt
+# TOY_CONFIG (default gpu: a variant with its options, e.g. gpu,layout=temporal) and TOY_ARGS (default
+# --study; overrides go here too: --config.lora.steps=2000) pick the run; the demo's own log.txt
 # holds everything it prints, so this script writes no other file (the device returns 8 at most).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site ${WHEELS:-.whl}/ml_collections*.whl || exit 1

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from dreamactor_jax.toy import model as tm
-from dreamactor_jax.toy.demo import load_config
+from dreamactor_jax.toy.recipe import load as load_config
 from dreamactor_jax.toy.evaluate import motion_influence
 from dreamactor_jax.toy.pretrain import load_prior
 from dreamactor_jax.toy.world import WorldConfig, heldout_cases

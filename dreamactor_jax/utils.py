@@ -161,12 +161,46 @@ def absl_main(main, argv=None) -> None:
         sys.exit(0)
     try:
         rest = flags.FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
-        msg = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split()).strip("'\"")
-        if "Traceback" in msg:  # an error raised by the config file: keep its last line
-            msg = msg.rsplit("Error: ", 1)[-1]
-        if isinstance(e, (AttributeError, KeyError)):
-            msg = f"no such config field '{msg}"
-        print(f"error: bad flag: {msg}", file=sys.stderr)
+    except (flags.Error, *FLAG_ERRORS) as e:
+        print(f"error: bad flag: {flag_error(e)}", file=sys.stderr)
         sys.exit(2)
     app.run(lambda a: cli_main(main, a), flags_parser=lambda _: rest)
+
+
+FLAG_ERRORS = (AttributeError, KeyError, ValueError, TypeError)  # and absl's flags.Error
+QUOTES = "'\""
+
+
+def flag_error(e: Exception) -> str:
+    """One line of a flag parser's error (absl's, or a config file's own: its last line)."""
+    msg = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split())
+    if "Traceback" in msg:  # an error raised by the config file: keep its last line
+        msg = msg.rsplit("Error: ", 1)[-1]
+    if isinstance(e, (AttributeError, KeyError)):  # str() of "'name' Did you mean ...?" in quotes
+        name, _, hint = msg.strip(QUOTES).partition("'")
+        return f"no such config field '{name}'" + (f" ({hint.strip()})" if hint.strip() else "")
+    return msg[1:-1] if len(msg) > 1 and msg[0] == msg[-1] and msg[0] in QUOTES else msg
+
+
+def load_config_file(spec: str, overrides=()):
+    """A config file `FILE[:ARG]` and `--config.key=value` overrides, read as launch/train.py's `--config`
+    flag reads them (ml_collections' config_flags, the config locked: a mistyped key is an error) by
+    commands whose other arguments are argparse's. Errors: ValueError with one line."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    bad = [a for a in overrides if a.startswith("-") and not a.startswith("--config.")]
+    if bad:
+        raise ValueError(f"unrecognized arguments: {' '.join(bad)}")
+    if not Path(spec.split(":", 1)[0]).is_file():
+        raise FileNotFoundError(f"--config {spec}: no such config file")
+    argv = ["config", f"--config={spec}", *overrides]
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "config file", flag_values=fv, lock_config=True, sys_argv=argv)
+    try:
+        rest = fv(argv)
+    except (flags.Error, *FLAG_ERRORS) as e:
+        raise ValueError(f"--config: {flag_error(e)}") from None
+    if len(rest) > 1:
+        raise ValueError(f"unrecognized arguments: {' '.join(rest[1:])}")
+    return fv.config

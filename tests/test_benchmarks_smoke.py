@@ -4,8 +4,8 @@ in these children (compiles dominate a tiny run; the numbers printed are not mea
 
 Not here: `rehearsal.py` (its own test, tests/test_rehearsal.py), `rehearsal_peft.py` (run by the
 rehearsal's last stage), `tpu_estimate.py` (no model; tests/test_tpu_estimate.py), `rehearsal_inputs.py`
-(a module of rehearsal.py), the shell scripts (`toy_*.sh`: they run the toy demo's one-GPU commands
-from configs/toy_pose.py, whose `ci` variant the toy tests run), and the parts that need torch on
+(a module of rehearsal.py), the shell script (`toy_ship.sh`: it runs the toy recipe's one-GPU commands,
+whose `ci` variant the toy tests run), and the parts that need torch on
 CUDA (bench_vae's check and diffusers timings, bench_blocks' / bench_sample's diffusers side).
 """
 

@@ -31,7 +31,7 @@ def _child():
     import jax
 
     from dreamactor_jax.toy import data as toy_data
-    from dreamactor_jax.toy.demo import load_config
+    from dreamactor_jax.toy.recipe import load as load_config
     from dreamactor_jax.toy.pretrain import data_parallel, pretrain_prior
     from dreamactor_jax.toy.world import WorldConfig
 
@@ -41,17 +41,18 @@ def _child():
         raise AssertionError("an odd batch was split over 2 devices")
     except ValueError as e:
         assert "prior.batch" in str(e)
-    c = load_config("ci,prior.steps=6")
+    c = load_config("ci", ["--config.prior.steps=6"])
     wcfg = WorldConfig(**dict(c.world))
     data = toy_data.prior_set(wcfg, 16, 0, num_chars=8, num_motions=8)
     one, losses1, _ = pretrain_prior(c, data, log=lambda m: None)
-    two, losses2, _ = pretrain_prior(load_config("ci,prior.steps=6,prior.devices=2"), data, log=lambda m: None)
+    c2 = load_config("ci", ["--config.prior.steps=6", "--config.prior.devices=2"])
+    two, losses2, _ = pretrain_prior(c2, data, log=lambda m: None)
     np.testing.assert_allclose(losses2, losses1, rtol=1e-4)
     # Returned on one device, where the demo's adapter and sampler run: they take it as it is.
     assert all(x.sharding.device_set == {jax.devices()[0]} for x in jax.tree_util.tree_leaves(two))
     from dreamactor_jax.toy.adapter import train_lora
     pose = toy_data.pose_set(wcfg, 8, num_chars=8, num_motions=8, aug_copies=1)
-    _, lora_losses, _, _ = train_lora(load_config("ci,lora.steps=2"), two, pose, log=lambda m: None)
+    _, lora_losses, _, _ = train_lora(load_config("ci", ["--config.lora.steps=2"]), two, pose, log=lambda m: None)
     assert np.isfinite(lora_losses).all()
     # Whole parameter vector (leaves near zero take full-size Adam steps on summation-order noise).
     flat = lambda p: np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree_util.tree_leaves(p)])  # noqa: E731

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dreamactor_jax.toy import e2e
-from dreamactor_jax.toy.demo import load_config
+from dreamactor_jax.toy.recipe import load as load_config
 
 from test_toy_packed import tiny_pack  # noqa: F401  (the fixture)
 

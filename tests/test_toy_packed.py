@@ -17,10 +17,10 @@ import pytest
 from dreamactor_jax.sampling import packed
 from dreamactor_jax.toy import model as tm
 from dreamactor_jax.toy import pack as toy_pack
-from dreamactor_jax.toy.demo import load_config
+from dreamactor_jax.toy.recipe import load as load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = "ci,world.height=32,world.width=32,world.num_frames=5,eval.steps=3"
+TINY = ["--config.world.height=32", "--config.world.width=32", "--config.world.num_frames=5", "--config.eval.steps=3"]
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +29,14 @@ def tiny_pack(tmp_path_factory):
     from dreamactor_jax.models import lora as lora_lib
     from dreamactor_jax.models import mmdit
 
-    c = load_config(TINY)
+    c = load_config("ci", TINY)
     cfg = tm.mmdit_config(c.model)
     base = mmdit.init_params(cfg, jax.random.PRNGKey(0))
     lora = lora_lib.init_lora(cfg, tm.lora_config(c.lora), jax.random.PRNGKey(1))
     lora = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(2), x.shape), lora)
     folder = tmp_path_factory.mktemp("pack") / "model"
     toy_pack.write(folder, c, prior=toy_pack.rounded(base), adapters={"pose": (toy_pack.rounded(lora), c.lora)},
-                   result={"scores": {}, "device": "cpu"}, command="test", config_arg=TINY, log=lambda m: None)
+                   result={"scores": {}, "device": "cpu"}, command="test", config_arg="ci", log=lambda m: None)
     return folder, c, base, lora
 
 
@@ -47,7 +47,7 @@ def test_pack_holds_bf16_weights_that_load_back_exactly_and_a_card(tiny_pack):
     assert info["sampling"] == {"shift": 1.0, "steps": 3, "segment_frames": 5, "overlap": 1, "height": 32,
                                 "width": 32, "fps": 4.0}
     mcfg, b2, adapters, _ = packed.load_parts(folder)
-    assert mcfg == tm.mmdit_config(load_config(TINY + ",model.dtype=float32").model)
+    assert mcfg == tm.mmdit_config(load_config("ci", TINY + ["--config.model.dtype=float32"]).model)
     for x, y in zip(jax.tree_util.tree_leaves(toy_pack.rounded(base)), jax.tree_util.tree_leaves(b2)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # bf16-rounded values, read back exactly
     l2 = adapters["pose"][0]
@@ -80,7 +80,7 @@ def test_sample_py_path_equals_the_toy_sampler_for_the_same_case_and_noise(tiny_
     drive = motion_inputs([case], c)
     video, segments = animator.animate(case.reference, drive[0])
     assert len(segments) == 1 and video.shape == (5, 32, 32, 3)
-    c32 = load_config(TINY)
+    c32 = load_config("ci", TINY)
     c32.eval.batch = 1
     _, base, adapters, _ = packed.load_parts(folder)
     lora, lc = adapters["pose"][0], c32.lora
@@ -154,7 +154,7 @@ def test_bad_packs_are_refused_with_one_line(tiny_pack, tmp_path):
     (bad / "run.json").write_text("{not json")
     with pytest.raises(ValueError, match="unreadable"):
         packed.read_info(bad)
-    c = load_config(TINY)
+    c = load_config("ci", TINY)
     with pytest.raises(FileExistsError):
         toy_pack.write(folder, c, prior={}, adapters={"pose": ({}, c.lora)}, result={}, command="", config_arg="")
     assert not packed.is_packed(tmp_path) and packed.is_packed(folder) and packed.resolve(folder / "pose") == (folder, "pose")

@@ -1,6 +1,7 @@
 """The toy training pipeline: exact autoencoder, layouts, and a few-step run whose loss falls."""
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,7 @@ import pytest
 from dreamactor_jax import incontext
 from dreamactor_jax.toy import autoencoder as ae
 from dreamactor_jax.toy import model as tm
-from dreamactor_jax.toy.demo import load_config
+from dreamactor_jax.toy.recipe import load as load_config
 
 jax.config.update("jax_enable_x64", False)
 
@@ -59,10 +60,20 @@ def test_config_variants_and_bad_options():
         assert sum(m.rope_axes_dim) == m.head_dim
     with pytest.raises(ValueError, match="variant"):
         load_config("tpu")
-    with pytest.raises(ValueError, match="unknown option"):
+    with pytest.raises(ValueError, match="unknown option 'lr=1'.*--config.section.key=value"):
         load_config("ci,lr=1")
-    c = load_config("gpu,prior.steps=15,check_loss=1")
-    assert c.prior.steps == 15 and c.check_loss is True
+    with pytest.raises(ValueError, match="layout must be one of"):
+        load_config("ci,layout=diagonal")
+    # Overrides as launch/train.py reads them: type-checked, on a locked config (a mistyped key is an error).
+    c = load_config("gpu", ["--config.prior.steps=15", "--config.check_loss=True"])
+    assert c.prior.steps == 15 and c.check_loss is True and c.is_locked
+    with pytest.raises(ValueError, match="no such config field 'stepz'"):
+        load_config("gpu", ["--config.prior.stepz=15"])
+    with pytest.raises(ValueError, match="prior.steps=many"):
+        load_config("gpu", ["--config.prior.steps=many"])
+    # The config file is the same recipe (configs/toy_pose.py re-exports the package's).
+    f = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "toy_pose.py") + ":ci,layout=temporal")
+    assert f.to_dict() == load_config("ci,layout=temporal").to_dict()
 
 
 def test_few_steps_of_prior_and_pose_lora_make_the_loss_fall():
@@ -179,7 +190,7 @@ def test_prior_round_trips_through_safetensors_and_refuses_another_config(tmp_pa
         np.testing.assert_array_equal(np.asarray(x, np.float32), np.asarray(y))
     with pytest.raises(FileExistsError, match="exists"):
         save_prior(tmp_path / "prior", params, cfg)
-    other = tm.mmdit_config(load_config("ci,model.layers=2").model)
+    other = tm.mmdit_config(load_config("ci", ["--config.model.layers=2"]).model)
     with pytest.raises(ValueError, match="shape|has no"):
         load_prior(tmp_path / "prior", other)
     with pytest.raises(FileNotFoundError, match="prior.json"):

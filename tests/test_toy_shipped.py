@@ -2,31 +2,21 @@
 
 The card (`card.json`) was written by the command that trained the model on the GPU. Here: every
 weight file is the one the card hashed, the whole pack stays small, the card's command is the one
-`configs/toy_pose.py` describes (`SHIP_COMMAND`, run with the card's config), and the model reproduces
+the toy recipe describes (`dreamactor_jax/toy/recipe.py`, `configs/toy_pose.py`: `SHIP_COMMAND`, run with the card's config), and the model reproduces
 the card's `check` scores: the first held-out cases sampled in float32 at full matmul precision,
 recomputed on this machine, within the card's stated tolerance.
 """
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from dreamactor_jax.sampling import packed
-from dreamactor_jax.toy import shipped
+from dreamactor_jax.toy import recipe, shipped
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not (shipped.SHIPPED / "card.json").is_file(),
                                 reason="no shipped toy model in dreamactor_jax/toy/pretrained")
 MAX_BYTES = 25 * 10**6
-
-
-def _config_module():
-    spec = importlib.util.spec_from_file_location("toy_pose_cfg", ROOT / "configs" / "toy_pose.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_files_are_the_cards_small_and_stored_in_half_precision():
@@ -45,7 +35,7 @@ def test_files_are_the_cards_small_and_stored_in_half_precision():
 
 
 def test_the_cards_command_is_the_one_the_config_describes():
-    mod = _config_module()
+    mod = recipe
     card = shipped.read_card()
     assert card["command"] == mod.SHIP_COMMAND
     assert card["config"] == mod.SHIP_COMMAND.split("--config ")[1].split()[0]

@@ -112,7 +112,7 @@ def test_launcher_rejects_a_mistyped_override(tmp_path):
                         "--config.optim.lrr=0.1"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "error: bad flag: no such config field 'lrr' Did you mean \"lr\" instead of \"lrr\"?"]
+        "error: bad flag: no such config field 'lrr' (Did you mean \"lr\" instead of \"lrr\"?)"]
 
 
 def test_e2e_config_warm_starts_from_a_pose_run(shards, tmp_path):

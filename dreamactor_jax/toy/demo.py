@@ -13,8 +13,8 @@ command that made the shipped one). A prior can be saved and reused or trained f
 (a GPU call has a time limit):
 
     python -m dreamactor_jax.toy.demo --out runs/a --train --config gpu --adapters pose --save-prior runs/prior1
-    python -m dreamactor_jax.toy.demo --out runs/b --train --config gpu,prior.restart=1 --prior runs/prior1 \
-        --continue-prior --save-prior runs/prior2 --adapters pose
+    python -m dreamactor_jax.toy.demo --out runs/b --train --config gpu --config.prior.restart=1 \
+        --prior runs/prior1 --continue-prior --save-prior runs/prior2 --adapters pose
 
 Writes into --out: `metrics.json` (scores of every method on held-out cross-identity cases, the exact
 target's own scores as `ceiling`, timings, device, config), `grid.png` (rows per case: driving,
@@ -24,7 +24,6 @@ target, still, prior, adapters), `demo.mp4` (reference | driving | generated | g
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shlex
 import sys
@@ -33,19 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dreamactor_jax.toy import recipe
 from dreamactor_jax.utils import cli_main, write_text_atomic
 
 STUDY_ORDER = ("pose_seed1", "pose_seed2", "no_aug", "temporal")  # most needed first (time budget)
-CONFIG_FILE = Path(__file__).resolve().parents[2] / "configs" / "toy_pose.py"
-
-
-def load_config(arg: str, path: Path = CONFIG_FILE):
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: toy config file not found (pass --config-file)")
-    spec = importlib.util.spec_from_file_location("toy_pose_config", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(arg)
+CONFIG_HELP = ("--train: the toy recipe's variant cpu | gpu | ci (options ,layout=...,aug=...,seed=...) or a config "
+               "file FILE[:ARG]; --config.section.key=value overrides a value")
 
 
 class Log:
@@ -241,20 +233,21 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="a packed toy model folder (default: the shipped one)")
     ap.add_argument("--cases", type=int, default=None, help="shipped model: held-out cases (default: the config's)")
     ap.add_argument("--steps", type=int, default=None, help="shipped model: sampling steps (default: the config's)")
-    ap.add_argument("--config", default="cpu", help="--train: cpu | gpu | ci, plus ,layout=...,aug=...,seed=...")
-    ap.add_argument("--config-file", default=str(CONFIG_FILE))
+    ap.add_argument("--config", default="cpu", help=CONFIG_HELP)
     ap.add_argument("--study", action="store_true", help="--train: also train seeds 1, 2 and the ablations")
     ap.add_argument("--no-video", action="store_true", help="skip the mp4")
     ap.add_argument("--adapters", default="", help="--train: comma list of adapters to train (e.g. pose,pose_seed1)")
     ap.add_argument("--prior", default=None, help="--train: use the prior saved in this folder instead of pretraining")
     ap.add_argument("--save-prior", default=None, help="--train: save the pretrained prior into this new folder")
     ap.add_argument("--continue-prior", action="store_true",
-                    help="--train: pretrain the --prior further (prior.steps more; set prior.restart=K for the K-th time)")
+                    help="--train: pretrain the --prior further (prior.steps more; add --config.prior.restart=K for the K-th time)")
     ap.add_argument("--pack", default=None, help="--train: write the trained model and its card into this new folder")
-    a = ap.parse_args(argv)
+    a, overrides = ap.parse_known_args(argv)
+    c = recipe.load(a.config, overrides)
     train_only = [f for f, v in (("--prior", a.prior), ("--save-prior", a.save_prior), ("--pack", a.pack),
                                  ("--study", a.study), ("--adapters", a.adapters),
-                                 ("--continue-prior", a.continue_prior)) if v]
+                                 ("--continue-prior", a.continue_prior), ("--config", a.config != "cpu" or overrides))
+                  if v]
     if not a.train:
         if train_only:
             raise ValueError(f"{', '.join(train_only)}: only with --train (the shipped model is already trained)")
@@ -284,7 +277,6 @@ def main(argv=None) -> int:
     for flag, path in (("--save-prior", a.save_prior), ("--pack", a.pack)):
         if path and Path(path).exists():
             raise FileExistsError(f"{flag} {path}: exists already (choose a new folder)")
-    c = load_config(a.config, Path(a.config_file))
     out = Path(a.out)
     log = Log()
     t0 = time.time()

@@ -217,22 +217,23 @@ def command_line(argv: list[str], pack: str | None) -> str:
 
 
 def main(argv=None) -> int:
-    from dreamactor_jax.toy.demo import CONFIG_FILE, Log, load_config
+    from dreamactor_jax.toy import recipe
+    from dreamactor_jax.toy.demo import Log
     from dreamactor_jax.toy.shipped import SHIPPED
 
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="output folder (metrics.json, grid.png, log.txt)")
-    ap.add_argument("--config", default="cpu", help="cpu | gpu | ci (+ ,section.key=value): its e2e section and compute settings")
-    ap.add_argument("--config-file", default=str(CONFIG_FILE))
+    ap.add_argument("--config", default="cpu", help="the toy recipe's variant cpu | gpu | ci, or FILE[:ARG] "
+                    "(its e2e section and compute settings); --config.section.key=value overrides a value")
     ap.add_argument("--model", default=str(SHIPPED), help="the packed toy model with the pose adapter")
     ap.add_argument("--pack", help="write the model folder again, with the e2e adapter, into this new folder")
-    a = ap.parse_args(argv)
+    a, overrides = ap.parse_known_args(argv)
+    c = recipe.load(a.config, overrides)
     if a.pack and Path(a.pack).exists():
         raise FileExistsError(f"--pack {a.pack}: exists already (choose a new folder)")
     if not (Path(a.model) / "run.json").is_file():
         raise FileNotFoundError(f"--model {a.model}: not a packed toy model (no run.json)")
-    c = load_config(a.config, Path(a.config_file))
     log, out = Log(), Path(a.out)
     try:
         run(c, Path(a.model), out, pack=Path(a.pack) if a.pack else None, command=command_line(argv, a.pack), log=log)
