@@ -97,14 +97,14 @@ def make_animator(run: Loaded, *, text: dict | None = None, tiling=None, image_t
     """The sampler of a loaded run. `text`: a `text_cond(...)` dict (with `null=` for true
     classifier-free guidance); None: the run's fixed text (packed runs) or the zero text. `settings`:
     `SampleSettings` fields (steps, shift, seed, segment_frames, overlap), defaulting to a packed
-    run's own and then HunyuanVideo's. `tiling`: a `models.vae_tiling.Tiling` for the VAE.
+    run's own and then HunyuanVideo's; the in-context layout is the run's own (`loading.layout_of`). `tiling`: a `models.vae_tiling.Tiling` for the VAE.
     `image_tokens`: backbones with an image stream (HunyuanVideo-1.5), `text.hv15.image_token_fn(...)`;
     None there: no image tokens."""
     from dreamactor_jax.sampling.velocity import InContextVelocity
 
     own = {k: v for k, v in (run.config.get("sampling") or {}).items()
            if k in {f.name for f in dataclasses.fields(SampleSettings)}}
-    s = SampleSettings(**{**own, **settings})
+    s = SampleSettings(**{"layout": loading.layout_of(run.config), **own, **settings})
     if text is None:
         text = getattr(run, "text", None)
     if text is None:

@@ -171,14 +171,7 @@ def encode_canvas(encode: Callable, pixels, layout: str = "spatial", *, zero_unm
         z = _xp(z0, z1).concatenate([z0, z1], axis=-4)
     if not zero_unmasked:
         return z
-    t, h, w = z.shape[-4:-1]
-    if layout == "spatial":
-        if w % 2:
-            raise ValueError(f"spatial canvas latent width must be even (2W'), got {w}")
-        mask = make_mask(t, h, w // 2, "spatial", dtype=z.dtype)
-    else:
-        mask = make_mask(t - 1, h, w, "temporal", dtype=z.dtype)
-    return mask_condition(z, mask)
+    return mask_condition(z, canvas_mask(z.shape[-4:-1], layout, dtype=z.dtype))
 
 
 # ----------------------------------------------------------------------------- latent space
@@ -199,6 +192,25 @@ def make_mask(num_latent_frames: int, latent_h: int, latent_w: int, layout: str 
     m_r = jnp.broadcast_to(m_r, (num_latent_frames, latent_h, latent_w, 1))
     m_m = jnp.ones((num_latent_frames, latent_h, latent_w, 1), dtype)
     return jnp.concatenate([m_r, m_m], axis=2)
+
+
+def clip_dims(canvas_dims, layout: str = "spatial") -> tuple[int, int, int]:
+    """`(T', H', W')` of the driving clip's latents from the canvas latent's `(T'_total, H', W'_total)`
+    (the inverse of `latent_shape`'s rule: spatial halves the width, temporal drops the reference frame)."""
+    _check_layout(layout)
+    t, h, w = (int(v) for v in canvas_dims)
+    if layout == "spatial":
+        if w % 2:
+            raise ValueError(f"spatial canvas latent width must be even (2W'), got {w}")
+        return t, h, w // 2
+    if t < 2:
+        raise ValueError(f"temporal canvas latent needs the reference frame and >= 1 clip frame, got {t} frames")
+    return t - 1, h, w
+
+
+def canvas_mask(canvas_dims, layout: str = "spatial", *, dtype=jnp.float32):
+    """`make_mask` for a canvas latent of `(T'_total, H', W'_total)`: `[T'_total, H', W'_total, 1]`."""
+    return make_mask(*clip_dims(canvas_dims, layout), layout, dtype=dtype)
 
 
 def mask_condition(condition, mask):

@@ -5,7 +5,9 @@
     python launch/sample.py --checkpoint runs/e2e  --ref ref.png --driving dance.mp4 -o out.mp4 \
         --prompt "In the video, a ..." --side-by-side compare.mp4
 
-The motion signal follows the checkpoint's config: a pose checkpoint turns `--driving` into
+The motion signal and the in-context layout follow the checkpoint's config. Layout: its
+`objective.layout`, spatial (the paper's side-by-side canvas; runs from before the setting) or
+temporal (the reference as a leading frame). Motion: a pose checkpoint turns `--driving` into
 rendered skeletons (poses estimated on the whole source frames, every person found; `--retarget`
 gives them the reference's bone lengths) or takes an already rendered `--pose` video; an
 end-to-end checkpoint takes the raw `--driving` frames (`--raw` asks for that explicitly, and a pose
@@ -168,7 +170,8 @@ def main(argv=None) -> int:
         if k in SAMPLING_DEFAULTS or k in ("height", "width"):
             setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
     settings = SampleSettings(steps=args.steps, shift=args.shift, seed=args.seed,
-                              segment_frames=args.segment_frames, overlap=args.overlap, step_cache=args.step_cache)
+                              segment_frames=args.segment_frames, overlap=args.overlap, step_cache=args.step_cache,
+                              layout=loading.layout_of(plan.config))  # the in-context layout the run trained with
     if plan.variant == "e2e" and args.pose:
         raise ValueError(f"--pose: checkpoint {args.checkpoint} was trained end-to-end on raw frames; pass --driving")
     if args.raw and plan.variant != "e2e":
@@ -207,12 +210,14 @@ def main(argv=None) -> int:
     tiling, tiling_line = None, f"autoencoder {run.vae}"
     if run.vcfg is not None:
         seg = min(settings.segment_frames, 4 * ((len(motion) + 2) // 4) + 1)
-        tiling, tiling_line = resolve_tiling(args.vae_tiling, [("encode", seg, h, 2 * w), ("decode", seg, h, w)],
+        canvas_w = 2 * w if settings.layout == "spatial" else w  # temporal: the reference is a frame, not a panel
+        tiling, tiling_line = resolve_tiling(args.vae_tiling, [("encode", seg, h, canvas_w), ("decode", seg, h, w)],
                                              base_channels=run.vcfg.block_out_channels[0], dtype=run.vcfg.dtype,
                                              framewise=run.vcfg.tiling.framewise_encode)
     encode, decode = loading.codec(run, tiling)
     print(f"loaded step {run.step} of {args.checkpoint} ({run.variant}) on {run.base} + {run.vae} in "
-          f"{time.time() - t0:.0f} s; {h}x{w} per panel, {len(motion)} frames at {fps:g} fps, text: {text_what}, "
+          f"{time.time() - t0:.0f} s; {h}x{w} per panel, {len(motion)} frames at {fps:g} fps, "
+          f"{settings.layout} in-context layout, text: {text_what}, "
           f"CFG {'x%g' % args.guidance_scale if cfg_on else 'off'}; {tiling_line}", file=sys.stderr)
 
     # ---------------- sampling ----------------

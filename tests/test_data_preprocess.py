@@ -183,3 +183,35 @@ def test_image_tokens_of_the_reference_frame_go_into_the_record(inputs, encoder,
     assert image_token_fn(7, zero=True)(ref).shape == (IMAGE_TOKENS, 7)
     with pytest.raises(ValueError, match="--image_encoder: required .* or --zero_image_embeds"):
         image_token_fn(7)
+
+
+def test_temporal_layout_writes_the_reference_as_a_leading_frame(inputs, encoder, tmp_path):
+    """objective.layout=temporal (PreprocessConfig.layout): canvas [ref; D] and target [ref; V] of T'+1
+    latent frames, one panel wide, the mask all ones; the layout in the record and the shard index;
+    a folder of the other layout is refused."""
+    from dreamactor_jax.data.shards import shard_layout
+
+    items = [i for i in pp.scan_folder(inputs) if i.id == "good"]
+    text = pp.TextTable(inputs / "text.safetensors")
+    cfg = dataclasses.replace(CFG, layout="temporal")
+    assert pp.run(items, tmp_path, cfg, encode=encoder, text=text, estimator=_estimator, progress=False).written == 1
+    (shard,) = list_shards(tmp_path)
+    arrays, meta = ShardSource([shard])[0]
+    t = (meta["num_frames"] - 1) // 4 + 1
+    assert meta["layout"] == "temporal" and shard_layout(shard) == "temporal"
+    assert arrays["target"].shape == arrays["canvas"].shape == (t + 1, H // 8, W // 8, 16)
+    assert arrays["mask"].shape == (t + 1, H // 8, W // 8, 1) and arrays["mask"].min() == 1
+    # the reference (the clip's frame 0) encoded alone, then the clip: the target is [VAE(ref); VAE(V)],
+    # the canvas starts with the same reference latent and then holds the motion, not the video
+    from dreamactor_jax.data.clip import read_clip
+
+    v, _ = read_clip(inputs / "good.mp4", (H, W), 8.0, meta["start"], meta["num_frames"], False)
+    px = v.astype(np.float32) / 127.5 - 1.0
+    np.testing.assert_allclose(arrays["target"][:1], np.asarray(encoder(px[None, :1]))[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(arrays["target"][1:], np.asarray(encoder(px[None]))[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(arrays["canvas"][0], arrays["target"][0])
+    assert np.abs(arrays["target"][0]).max() > 0.05
+    assert np.abs(arrays["canvas"][1:] - arrays["target"][1:]).max() > 0.05
+    # a rerun into the same folder with the spatial layout is refused, naming both layouts
+    with pytest.raises(ValueError, match="made for the temporal in-context layout.*objective.layout is spatial"):
+        pp.run(items, tmp_path, CFG, encode=encoder, text=text, estimator=_estimator, progress=False)

@@ -13,6 +13,8 @@ from dreamactor_jax.models.config import MMDiTConfig
 from dreamactor_jax.sampling import long_video, pipeline, sampler, scheduler
 from dreamactor_jax.sampling.velocity import InContextVelocity
 
+from sampling_testlib import random_params
+
 jax.config.update("jax_enable_x64", False)
 
 
@@ -50,10 +52,7 @@ CFG = MMDiTConfig.named("tiny-i2v-33ch", attention_impl="xla")
 def tiny():
     # every leaf random (drawn with numpy: fast), so the test sees every parameter
     rng = np.random.default_rng(3)
-    shapes = jax.eval_shape(lambda k: mmdit.init_params(CFG, k), jax.random.key(0))
-    params = jax.tree_util.tree_map(
-        lambda a: jnp.asarray(rng.standard_normal(a.shape).astype(np.float32)
-                              * (0.5 / np.sqrt(a.shape[-2]) if a.ndim >= 2 else 0.1) + (a.ndim == 1)), shapes)
+    params = random_params(CFG, rng)
     t, h, w = 2, 4, 4  # latent frames, height, one panel's width
     canvas = rng.standard_normal((1, t, h, 2 * w, 16)).astype(np.float32)
     mask = np.asarray(incontext.make_mask(t, h, w))[None]

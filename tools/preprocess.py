@@ -12,7 +12,10 @@ Text embeddings come from tools/encode_text.py keyed by the same ids (the null p
 without one); without `--text_embeddings` every clip gets the zero text (no text encoder needed;
 said in the summary). Panels follow each video's orientation (`--orientation auto`: a portrait
 video gets the config's panel transposed, 832x480); `--orientation config` keeps height x width.
-The VAE runs tiled, the tiles sized from the memory at hand (`--vae_tiling`). The full-size VAE
+The VAE runs tiled, the tiles sized from the memory at hand (`--vae_tiling`). Canvases, targets and
+masks take the run config's in-context layout (`--config.objective.layout`, spatial by default;
+temporal for Table 2's ablation A), recorded in every record and shard index: the trainer refuses
+shards of another layout than its own. The full-size VAE
 needs `--config.preprocess.vae_checkpoint` (random weights only with `--random_vae`). A backbone with image
 tokens (configs/pose_hv15.py) stores the reference frame's SigLIP tokens per clip (`--image_encoder`,
 a local folder), or zeros with `--zero_image_embeds`; glyph tokens are not produced here (absent).
@@ -96,7 +99,8 @@ def main(argv) -> int:
     cfg = pp.PreprocessConfig(variant=c.variant, min_frames=p.min_frames, max_frames=p.max_frames, fps=p.fps,
                               height=p.height, width=p.width, clips_per_video=p.clips_per_video,
                               clips_per_shard=p.clips_per_shard, pose_augmentation=p.pose_augmentation,
-                              text_guidance=p.text_guidance, seed=c.data.seed, orientation=_ORIENT.value)
+                              text_guidance=p.text_guidance, seed=c.data.seed, orientation=_ORIENT.value,
+                              layout=c.objective.layout)  # the run's in-context layout: one setting for both
     pp.check_vae_source(p.vae, p.vae_checkpoint, _RANDOM_VAE.value)  # before anything slow
     report = pp.Report()
     items = _items(_INPUT.value, report)
@@ -116,7 +120,8 @@ def main(argv) -> int:
         from dreamactor_jax.pose.extract import make_estimator
         estimator = make_estimator(_ESTIMATOR.value, det_model=_DET.value, pose_model=_POSE.value)
     shapes = [(cfg.height, cfg.width)] + ([(cfg.width, cfg.height)] if cfg.orientation == "auto" else [])
-    sizes = [("encode", cfg.max_frames, h, 2 * w) for h, w in shapes]  # the canvas is two panels wide
+    wide = 2 if cfg.layout == "spatial" else 1  # a spatial canvas is two panels wide, a temporal one is one
+    sizes = [("encode", cfg.max_frames, h, wide * w) for h, w in shapes]
     encode = pp.make_vae_encoder(p.vae, p.vae_checkpoint, latent_channels=mcfg.out_channels, seed=c.seed,
                                  tiling=_TILING.value, sizes=sizes, allow_random=_RANDOM_VAE.value,
                                  say=lambda s: print(s, file=sys.stderr))

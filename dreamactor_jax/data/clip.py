@@ -8,6 +8,7 @@ What `tools/preprocess.py` runs per planned clip (`data.preprocess.run` plans an
             file), mapped into the panel (`pose.extract.fit_clip`), augmented (sec. 3.3), rendered;
             e2e variant: the row's driving clip, same window, resized to the panel
     latents canvas `ref (+) D[0], 0 (+) D[t]` and target `V (+) D` through the VAE, the mask
+            (`cfg.layout` "temporal": canvas `[ref; D]`, target `[ref; V]`, `incontext`'s Table 2 A)
 
 An input that cannot be used raises `Skip` with the reason (reported by the run, never fatal).
 """
@@ -125,19 +126,19 @@ def make_example(item, start: int, length: int, cfg, encode: Callable, text,
             raise Skip("unreadable or empty reference image") from e
         v = v.copy()
         v[0] = ref  # the reference is the target's frame 0 (self-supervised pairing)
-    canvas = incontext.make_canvas(_pixels(v[0]), _pixels(d), fill=-1.0)
-    target = incontext.make_target(_pixels(v), _pixels(d))
-    z_canvas = np.asarray(incontext.encode_canvas(encode, canvas[None], zero_unmasked=True))[0]
-    z_target = np.asarray(incontext.encode_canvas(encode, target[None], zero_unmasked=False))[0]
-    t, h, w2 = z_target.shape[:3]
-    mask = np.asarray(incontext.make_mask(t, h, w2 // 2))
+    layout = cfg.layout
+    canvas = incontext.make_canvas(_pixels(v[0]), _pixels(d), layout, fill=-1.0)
+    target = incontext.make_target(_pixels(v), _pixels(d), layout)  # temporal: [V[0] (the reference); V]
+    z_canvas = np.asarray(incontext.encode_canvas(encode, canvas[None], layout, zero_unmasked=True))[0]
+    z_target = np.asarray(incontext.encode_canvas(encode, target[None], layout, zero_unmasked=False))[0]
+    mask = np.asarray(incontext.canvas_mask(z_target.shape[:3], layout))
     txt, has_caption = text.get(item.id)
     arrays = {"target": z_target.astype(np.float32), "canvas": z_canvas.astype(np.float32),
               "mask": mask.astype(np.float32), **txt}
     if image_tokens is not None:
         arrays["image_embeds"] = np.asarray(image_tokens(v[0]), np.float32)
     meta = {"clip_id": f"{item.id}#{start}+{length}", "video_id": item.id, "source": str(item.video),
-            "driving": None if item.driving is None else str(item.driving), "start": start,
+            "driving": None if item.driving is None else str(item.driving), "layout": layout, "start": start,
             "num_frames": length, "fps": cfg.fps, "height": panel[0], "width": panel[1],
             "variant": cfg.variant, "pose_augmented": cfg.variant == "pose" and cfg.pose_augmentation,
             "pose_source": None if cfg.variant != "pose" else ("keypoints file" if item.pose else "estimator"),

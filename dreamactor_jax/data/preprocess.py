@@ -11,7 +11,10 @@ so a rerun plans the same clips. The panel (one half of the canvas) is `height x
   clip) and rendered OpenPose-style -> D;
 - end-to-end variant: D is the driving video of the row (a pseudo-pair's motion clip, same window);
 - canvas `C` (Eq. 2) and target `V (+) D` through the JAX VAE (`incontext.encode_canvas`: the
-  condition latent is zeroed where the mask is 0), the mask `M_r (+) M_m`,
+  condition latent is zeroed where the mask is 0), the mask `M_r (+) M_m`, all in the run config's
+  in-context layout (`objective.layout`, `PreprocessConfig.layout`: spatial as above, or temporal,
+  `[ref; D]` / `[ref; V]` of `T + 1` frames and `T' + 1` latent frames), recorded in each record's
+  metadata and each shard's sidecar (`layout`); a folder holding shards of the other layout is refused,
 - text embeddings of the video id from a `tools/encode_text.py` file, or its null prompt; without
   a file, the zero text (`text.store.zero_text`: no text encoder needed), counted in the report.
 
@@ -35,10 +38,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from dreamactor_jax import incontext
 from dreamactor_jax.data.clip import Skip, make_example
 from dreamactor_jax.data.vae_encoder import check_vae_source, make_vae_encoder, random_vae_params  # noqa: F401
 from dreamactor_jax.data.shards import (SCHEMA_VERSION, SHARD_SUFFIX, file_digest, list_shards, read_sidecar,
-                                        sidecar_path, write_shard)
+                                        shard_layout, sidecar_path, write_shard)
 from dreamactor_jax.utils import as_path, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -61,10 +65,13 @@ class PreprocessConfig:
     text_guidance: bool = True
     seed: int = 0
     orientation: str = "auto"  # "auto": the panel takes each video's orientation; "config": height x width
+    layout: str = "spatial"    # the in-context layout: the run config's objective.layout (tools/preprocess.py)
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"preprocess.variant {self.variant!r}: must be one of {VARIANTS}")
+        if self.layout not in incontext.LAYOUTS:
+            raise ValueError(f"objective.layout {self.layout!r}: must be one of {incontext.LAYOUTS}")
         if self.orientation not in ORIENTATIONS:
             raise ValueError(f"--orientation {self.orientation!r}: must be one of {ORIENTATIONS}")
         if self.min_frames < 1 or (self.min_frames - 1) % 4 or (self.max_frames - 1) % 4:
@@ -273,9 +280,9 @@ def shard_problem(shard: Path) -> str | None:
     return None if n == len(records) else f"holds {n} records, its sidecar lists {len(records)}"
 
 
-def _existing(out: Path, report: Report) -> tuple[set[str], int]:
+def _existing(out: Path, report: Report, layout: str) -> tuple[set[str], int]:
     """Finished clip ids and the next shard number; removes leftovers of an interrupted run and
-    damaged shards (their clips are redone)."""
+    damaged shards (their clips are redone); refuses shards of another in-context layout."""
     out.mkdir(parents=True, exist_ok=True)
     for tmp in out.glob(".shard-*"):
         tmp.unlink()
@@ -295,6 +302,10 @@ def _existing(out: Path, report: Report) -> tuple[set[str], int]:
             sidecar_path(shard).unlink(missing_ok=True)
             shard.unlink(missing_ok=True)
             continue
+        have = shard_layout(shard)
+        if have != layout:
+            raise ValueError(f"--output {out}: shard {shard.name} was made for the {have} in-context layout, this "
+                             f"config's objective.layout is {layout}; use another --output folder")
         done.update(r["clip_id"] for r in read_sidecar(shard))
     return done, last + 1
 def run(items: Iterable[Item], out_dir: str | os.PathLike, cfg: PreprocessConfig, *, encode: Callable,
@@ -309,7 +320,7 @@ def run(items: Iterable[Item], out_dir: str | os.PathLike, cfg: PreprocessConfig
     items = list(items)
     report = report or Report()
     out = as_path(out_dir)  # local or gs://
-    done, next_shard = _existing(out, report)
+    done, next_shard = _existing(out, report, cfg.layout)
     buffer: list[tuple[dict, dict]] = []
 
     def flush():

@@ -1,6 +1,8 @@
 """Pre-encoded training examples: the record schema, ArrayRecord shards, and a random-access source.
 
-One record is one clip (docs/design.md, "Pre-encoded training example"):
+One record is one clip (docs/design.md, "Pre-encoded training example"), in the in-context layout
+of the run it was made for (`incontext.LAYOUTS`; shapes below are spatial's, temporal's are
+`[T' + 1, H', W', .]` with the reference as the leading latent frame):
 
 | name        | shape              | meaning                                               |
 |-------------|--------------------|-------------------------------------------------------|
@@ -18,7 +20,7 @@ records do; `mmdit.forward` checks their widths against the backbone):
 | `text_2`       | `[N, D_glyph]`  | ByT5 glyph tokens of the caption's quoted text          |
 | `text_2_mask`  | `[N]`           | 1 for valid glyph tokens (given iff `text_2` is)        |
 
-plus JSON metadata (`clip_id`, `source`, `start`, `num_frames`, `fps`, ...).
+plus JSON metadata (`clip_id`, `source`, `layout`, `start`, `num_frames`, `fps`, ...).
 
 A record is `MAGIC | u32 header length | JSON header | raw array bytes`; the header names each
 array's dtype, shape and offset and carries `schema_version`, so a reader refuses records written
@@ -26,7 +28,9 @@ by an incompatible version instead of misreading them. A shard `NAME.array_recor
 `NAME.json` listing its clip ids and latent shapes (what the loader needs to bucket by shape
 without decoding); the sidecar is written last, so a shard without one is unfinished, and
 `list_shards` refuses a folder holding one (or an index without its shard, or a numbered set
-`NAME-i-of-N` with a member missing), naming the file. The sidecar also holds the shard's size and sha256 (`file_digest`).
+`NAME-i-of-N` with a member missing), naming the file. The sidecar also holds the shard's size and sha256 (`file_digest`)
+and its records' in-context `layout` (`shard_layout`: absent in older shards, which are spatial;
+`check_layout` refuses shards made for another layout than a run's).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from dreamactor_jax.utils import as_path, atomic_path, write_text_atomic
 SCHEMA_VERSION = 1
 MAGIC = b"DAJX"
 SHARD_SUFFIX = ".array_record"
+DEFAULT_LAYOUT = "spatial"  # the in-context layout of shards whose sidecar names none (made before the field)
 # The model's arrays of one record and their ranks (a batch adds a leading axis): the one list of the
 # batch keys, read by the loader, the trainer's batch shardings and the train step.
 RECORD_NDIM = {"target": 4, "canvas": 4, "mask": 4, "text": 2, "text_mask": 1, "pooled": 1,
@@ -163,11 +168,14 @@ def write_shard(path: str | os.PathLike, examples: Iterable[tuple[Mapping[str, n
     path = as_path(path)
     if not path.name.endswith(SHARD_SUFFIX):
         raise ValueError(f"shard path {path}: name must end with {SHARD_SUFFIX}")
-    records = []
+    records, layouts = [], set()
     with atomic_path(path, suffix=SHARD_SUFFIX) as tmp:
         writer = ArrayRecordWriter(str(tmp), "group_size:1")
         try:
             for arrays, meta in examples:
+                layouts.add(meta.get("layout", DEFAULT_LAYOUT))
+                if len(layouts) > 1:
+                    raise ValueError(f"shard {path}: records of several in-context layouts {sorted(layouts)}")
                 writer.write(encode_example(arrays, meta))
                 records.append({"clip_id": str(meta.get("clip_id", len(records))),
                                 "shape": list(np.shape(arrays["target"])[:3])})
@@ -175,8 +183,29 @@ def write_shard(path: str | os.PathLike, examples: Iterable[tuple[Mapping[str, n
             writer.close()
         digest = file_digest(tmp)  # the finished local file (on gs:// it is uploaded as it is)
     write_text_atomic(sidecar_path(path), json.dumps(
-        {"schema_version": SCHEMA_VERSION, "records": records, **digest}, indent=1))
+        {"schema_version": SCHEMA_VERSION, "layout": layouts.pop() if layouts else DEFAULT_LAYOUT,
+         "records": records, **digest}, indent=1))
     return len(records)
+
+
+def shard_layout(shard: str | os.PathLike) -> str:
+    """The in-context layout a shard's records were made in, from its sidecar (older shards: spatial)."""
+    side = sidecar_path(shard)
+    try:
+        return json.loads(side.read_text()).get("layout") or DEFAULT_LAYOUT
+    except (OSError, json.JSONDecodeError, AttributeError) as e:
+        raise ValueError(f"shard index {side}: unreadable ({e})") from None
+
+
+def check_layout(shards: Iterable[str | os.PathLike], layout: str) -> None:
+    """Refuses, in one line naming the shard and both layouts, a shard made for another in-context
+    layout than `layout` (the run's `objective.layout`)."""
+    for p in shards:
+        have = shard_layout(p)
+        if have != layout:
+            raise ValueError(f"shard {p}: made for the {have} in-context layout, but this run's objective.layout "
+                             f"is {layout}; re-run tools/preprocess.py with --config.objective.layout={layout} "
+                             f"(or train with --config.objective.layout={have})")
 
 
 def file_digest(path: str | os.PathLike) -> dict:

@@ -140,6 +140,7 @@ class PoseModel:
 
     def __call__(self, reference: np.ndarray, pose: np.ndarray, *, seed: int,
                  text_keys: Sequence[str] = ()) -> tuple[np.ndarray, dict]:
+        from dreamactor_jax.sampling import loading
         from dreamactor_jax.sampling.pipeline import Animator, SampleSettings
         from dreamactor_jax.sampling.velocity import InContextVelocity
 
@@ -147,7 +148,8 @@ class PoseModel:
         text, cfg_on, which = self._text(text_keys)
         animator = Animator(InContextVelocity(self.run.mcfg, true_cfg=cfg_on), self.run.params, self.encode,
                             self.decode, text, SampleSettings(steps=s.steps, shift=s.shift, seed=int(seed),
-                                                              segment_frames=s.segment_frames, overlap=s.overlap),
+                                                              segment_frames=s.segment_frames, overlap=s.overlap,
+                                                              layout=loading.layout_of(self.run.config)),
                             image_tokens=self.image_tokens)
         video, segments = animator.animate(reference, pose)
         return video, {"text": which, "cfg": cfg_on, "segments": len(segments), **dataclasses.asdict(s)}

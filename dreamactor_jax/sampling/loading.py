@@ -4,8 +4,9 @@
 step folder inside it, read through `run_folder` (opened once: `check` reads its meta, `load` its
 adapter). The meta holds the run's config: the variant (`pose` / `e2e`) and where the converted
 base (`base_checkpoint`) and VAE (`preprocess.vae_checkpoint`) are, which `--base` / `--vae`
-override (moved folders); and its fingerprint, the backbone and LoRA shape the adapter was trained
-with (`run_folder.architecture`). The adapter is merged into the base once (`models.lora.merge_lora`).
+override (moved folders), and the in-context layout it trained with (`layout_of`); and its
+fingerprint, the backbone and LoRA shape the adapter was trained with (`run_folder.architecture`).
+The adapter is merged into the base once (`models.lora.merge_lora`).
 
 Nothing here ever makes random weights: a run trained on a random base (a smoke run), a missing
 base or VAE folder, or no checkpoint at all is a ValueError that says which command to run first.
@@ -46,6 +47,13 @@ class Loaded:
 
 def default_dtype() -> str:
     return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
+def layout_of(config: dict) -> str:
+    """The in-context layout a run's adapter was trained with: its config's `objective.layout` (a packed
+    run's adapter entry `layout`); runs from before the setting were spatial. The sampler uses it
+    (`SampleSettings.layout`), so a run always samples the way it trained."""
+    return (config.get("objective") or {}).get("layout") or "spatial"
 
 
 def read_config(path: str | Path) -> tuple[dict, int]:

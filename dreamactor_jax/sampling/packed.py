@@ -8,7 +8,8 @@ the package or be copied as one folder (the toy model, `dreamactor_jax/toy/pretr
                                "model": MMDiTConfig fields,
                                "base": ["base-0.safetensors", ...],
                                "adapters": {NAME: {"file", "variant": "pose"|"e2e", "lora": LoRAConfig fields,
-                                                   "steps"}},
+                                                   "steps", "layout": "spatial"|"temporal" (optional;
+                                                   the in-context layout it trained with, default spatial)}},
                                "default_adapter": NAME,
                                "autoencoder": {"kind": "haar"} | {"kind": "hunyuan_vae", "path": DIR},
                                "text": {"text", "text_mask", "pooled"} (the fixed text condition, optional),
@@ -112,6 +113,7 @@ def read_config(path: str | os.PathLike) -> tuple[dict, int]:
     sampling = dict(info.get("sampling") or {})
     cfg = {"variant": ad.get("variant", "pose"), "adapter": name, "packed": str(folder),
            "model": info["model"], "lora": ad.get("lora") or {}, "sampling": sampling,
+           "objective": {"layout": ad.get("layout") or "spatial"},
            "preprocess": {"fps": sampling.get("fps")}, "extra": info.get("extra") or {}}
     return cfg, int(ad.get("steps", 0))
 

@@ -82,12 +82,7 @@ def sample_sigmas(key: jax.Array, batch: int, cfg: FlowConfig) -> jax.Array:
 def loss_weights(shape: tuple[int, ...], region: str, layout: str = "spatial") -> jax.Array:
     """[T', H', W', 1] 0/1 weights of the loss region for canvas latents of `shape` [B, T', H', W', C]:
     `incontext.region_mask` of the layout (spatial: W' = 2 panels; temporal: T' = 1 + the video's)."""
-    t, h, w = shape[1:4]
-    if layout == "spatial":
-        if w % 2:
-            raise ValueError(f"latent width {w}: must be even (a spatial in-context canvas is 2W')")
-        return incontext.region_mask(t, h, w // 2, layout, region)
-    return incontext.region_mask(t - 1, h, w, layout, region)
+    return incontext.region_mask(*incontext.clip_dims(shape[1:4], layout), layout, region)
 
 
 def flow_loss(pred: jax.Array, target: jax.Array, region: str, layout: str = "spatial") -> tuple[jax.Array, jax.Array]:

@@ -50,7 +50,7 @@ def base_config(variant: str = "pose") -> ConfigDict:
         worker_count=0,
         synthetic=False,                      # True: generate small synthetic shards in the workdir
         synthetic_clips=4,                    # per shape
-        synthetic_shapes="2x4x8",             # latent T'xH'x2W', comma-separated
+        synthetic_shapes="2x4x8",             # canvas latent T'xH'x2W' (temporal: T'+1 x H' x W'), comma-separated
     ))
     c.resume = ConfigDict(dict(
         allow_data_change=False,              # resume even if shards / data seed / batch / augmentation changed

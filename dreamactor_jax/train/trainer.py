@@ -14,7 +14,7 @@ import numpy as np
 
 from dreamactor_jax import sharding
 from dreamactor_jax.data.loader import make_dataset
-from dreamactor_jax.data.shards import list_shards, shard_fingerprint
+from dreamactor_jax.data.shards import check_layout, list_shards, shard_fingerprint
 from dreamactor_jax.data.synthetic import write_synthetic_shards
 from dreamactor_jax.train import state as st
 from dreamactor_jax.train.checkpoint import Checkpointer, PreemptionGuard, json_normal, restore_lora
@@ -39,7 +39,7 @@ def _synthetic_shards(config, spec: st.RunSpec, workdir: Path) -> Path:
         shapes = [tuple(int(v) for v in s.split("x")) for s in config.data.synthetic_shapes.split(",")]
         with atomic_path(folder) as tmp:
             write_synthetic_shards(tmp, shapes, clips_per_shape=config.data.synthetic_clips, shards=2,
-                                   seed=config.data.seed, channels=spec.model.out_channels,
+                                   seed=config.data.seed, layout=spec.flow.layout, channels=spec.model.out_channels,
                                    text_len=8, text_dim=spec.model.text_embed_dim,
                                    pooled_dim=spec.model.pooled_projection_dim,
                                    image_dim=spec.model.image_embed_dim, glyph_dim=spec.model.text_embed_2_dim)
@@ -100,7 +100,8 @@ def _mesh(config, spec: st.RunSpec):
 
 
 def _input(config, spec: st.RunSpec, workdir: Path, mesh) -> tuple[list[Path], Any]:
-    """(the shard files, this process's batch iterator): the configured shards, or synthetic ones."""
+    """(the shard files, this process's batch iterator): the configured shards, or synthetic ones, made
+    for the run's in-context layout (`objective.layout`; a shard of the other layout is refused)."""
     shards = config.data.shards
     if shards is None:
         if not config.data.synthetic:
@@ -108,6 +109,7 @@ def _input(config, spec: st.RunSpec, workdir: Path, mesh) -> tuple[list[Path], A
                              "and data.synthetic is off")
         shards = _synthetic_shards(config, spec, workdir)
     shard_paths = list_shards(shards)  # an unfinished shard or partial set is an error here
+    check_layout(shard_paths, spec.flow.layout)
     ds = make_dataset(shard_paths, global_batch=config.data.global_batch, seed=config.data.seed,
                       process_index=jax.process_index(), process_count=jax.process_count(),
                       num_threads=config.data.num_threads, prefetch=config.data.prefetch,
