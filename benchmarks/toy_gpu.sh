@@ -6,6 +6,7 @@
 # --study; overrides go here too: --config.lora.steps=2000) pick the run; the demo's own log.txt
 # holds everything it prints, so this script writes no other file (the device returns 8 at most).
 set -uo pipefail
+if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then sed -n "2,/^set /p" "$0" | grep "^#" | cut -c3-; exit 0; fi
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site ${WHEELS:-.whl}/ml_collections*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 OUT_DIR=${OUT:-runs/toy_gpu}

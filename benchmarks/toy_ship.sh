@@ -11,6 +11,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 WHAT=${1:-ship}
+if [ "$WHAT" = -h ] || [ "$WHAT" = --help ]; then sed -n "2,/^set /p" "$0" | grep "^#" | cut -c3-; exit 0; fi
 case "$WHAT" in ship) NAME=SHIP_COMMAND ;; e2e) NAME=E2E_COMMAND ;; *) echo "usage: toy_ship.sh ship|e2e" >&2; exit 2 ;; esac
 OUT_DIR=${OUT:-runs/toy_$WHAT}
 mkdir -p "$OUT_DIR"

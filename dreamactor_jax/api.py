@@ -97,7 +97,8 @@ def make_animator(run: Loaded, *, text: dict | None = None, tiling=None, image_t
     """The sampler of a loaded run. `text`: a `text_cond(...)` dict (with `null=` for true
     classifier-free guidance); None: the run's fixed text (packed runs) or the zero text. `settings`:
     `SampleSettings` fields (steps, shift, seed, segment_frames, overlap), defaulting to a packed
-    run's own and then HunyuanVideo's; the in-context layout is the run's own (`loading.layout_of`). `tiling`: a `models.vae_tiling.Tiling` for the VAE.
+    run's own and then HunyuanVideo's; the in-context layout is the run's own (`loading.layout_of`).
+    `tiling`: a `models.vae_tiling.Tiling` for the VAE.
     `image_tokens`: backbones with an image stream (HunyuanVideo-1.5), `text.hv15.image_token_fn(...)`;
     None there: no image tokens."""
     from dreamactor_jax.sampling.velocity import InContextVelocity

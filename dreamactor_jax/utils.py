@@ -145,6 +145,10 @@ def wants_help(argv) -> bool:
     return any(a in HELP_FLAGS for a in (argv[:argv.index("--")] if "--" in argv else argv))
 
 
+FLAG_ERRORS = (AttributeError, KeyError, ValueError, TypeError)  # and absl's flags.Error
+QUOTES = "'\""
+
+
 def absl_main(main, argv=None) -> None:
     """The entry of a command with absl flags (`--config` files, launch/train.py, tools/preprocess.py).
 
@@ -165,10 +169,6 @@ def absl_main(main, argv=None) -> None:
         print(f"error: bad flag: {flag_error(e)}", file=sys.stderr)
         sys.exit(2)
     app.run(lambda a: cli_main(main, a), flags_parser=lambda _: rest)
-
-
-FLAG_ERRORS = (AttributeError, KeyError, ValueError, TypeError)  # and absl's flags.Error
-QUOTES = "'\""
 
 
 def flag_error(e: Exception) -> str:

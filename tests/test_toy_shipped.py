@@ -2,7 +2,8 @@
 
 The card (`card.json`) was written by the command that trained the model on the GPU. Here: every
 weight file is the one the card hashed, the whole pack stays small, the card's command is the one
-the toy recipe describes (`dreamactor_jax/toy/recipe.py`, `configs/toy_pose.py`: `SHIP_COMMAND`, run with the card's config), and the model reproduces
+the toy recipe describes (`dreamactor_jax/toy/recipe.py`, `configs/toy_pose.py`: `SHIP_COMMAND`, run
+with the card's config), and the model reproduces
 the card's `check` scores: the first held-out cases sampled in float32 at full matmul precision,
 recomputed on this machine, within the card's stated tolerance.
 """
